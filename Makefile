@@ -1,0 +1,33 @@
+# `make demo` and `make test` do all the set-up on a fresh clone: a .venv with the pinned
+# torch build, then this project (editable) with its dev extras. Re-running skips the
+# installs unless pyproject.toml or constraints.txt changed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.cg-train-installed
+PIP    := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
+DEMO_DATA := data/demo-mnist
+DEMO_OUT  := runs/demo
+
+.PHONY: install demo test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/cg-train prepare-demo $(DEMO_DATA)
+	$(VENV)/bin/cg-train --config configs/demo.yaml $(DEMO_DATA) --output-dir $(DEMO_OUT) --resume
+	@echo "demo results: $(DEMO_OUT)/{train,pristine,corrupt,train_sample,test}.csv"
+
+test: install
+	$(PY) -m pytest -n 2 tests
+
+clean:
+	rm -rf $(VENV) runs data .pytest_cache

@@ -1,0 +1,324 @@
+"""The one config schema of cg-train: typed dataclasses validated through OmegaConf.
+
+Sources merge in this order (later wins): schema defaults -> ``--config`` YAML
+files -> ``key=value`` overrides -> command-line flags. Unknown keys, wrong
+types and out-of-range values fail at start-up with one line naming the key.
+
+Each field's ``metadata`` carries its CLI flags and help text, so ``--help``,
+the YAML schema and validation can never drift apart. A field without
+``flags`` is settable from YAML or ``section.key=value`` only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import getpass
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+
+
+def opt(default: Any, help: str, *flags: str, check: Optional[Callable[[Any], Optional[str]]] = None,
+        metavar: Optional[str] = None, **kw: Any) -> Any:
+    """A schema field with its CLI flags, help text and an optional range check.
+
+    ``check(value)`` returns an error fragment (e.g. "must be in [0, 1]") or None.
+    """
+    meta = {"help": help, "flags": flags, "check": check, "metavar": metavar}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+def at_least(lo: float) -> Callable[[Any], Optional[str]]:
+    return lambda v: None if v is None or v >= lo else f"must be >= {lo}"
+
+
+def in_range(lo: float, hi: float, hi_open: bool = False) -> Callable[[Any], Optional[str]]:
+    def check(v: Any) -> Optional[str]:
+        ok = lo <= v < hi if hi_open else lo <= v <= hi
+        return None if ok else f"must be in [{lo}, {hi}{')' if hi_open else ']'}"
+    return check
+
+
+def one_of(*choices: str) -> Callable[[Any], Optional[str]]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+@dataclass
+class DataConfig:
+    dir: Optional[str] = opt(None, "dataset root (the DATA_DIR positional argument)")
+    dataset: str = opt("imagefolder", "dataset reader (see `cg-train list datasets`)", "--dataset")
+    test_dir: Optional[str] = opt(
+        None, "evaluate 'test' on the val split of this other dataset root (e.g. train on an easy "
+        "subset, test on the original ImageNet)", "--test-imagenet-dir", "--test-dir", metavar="DIR")
+    loader: str = opt("torchvision", "data loader backend (see `cg-train list loaders`)", "--loader")
+    workers: int = opt(4, "data-loading worker processes per training process", "-j", "--workers",
+                       check=at_least(0))
+    batch_size: int = opt(256, "mini-batch size summed over all processes (as in seed 004); each of N "
+                          "processes gets batch_size/N", "-b", "--batch-size", check=at_least(1))
+    eval_batch_size: Optional[int] = opt(None, "evaluation batch size over all processes (default: "
+                                         "--batch-size)", "--eval-batch-size", check=at_least(1))
+    image_size: Optional[int] = opt(None, "crop size fed to the model (default: the model's, e.g. 224 "
+                                    "for resnet18, 32 for cifar_resnet*)", "--image-size", check=at_least(8))
+    resize_size: Optional[int] = opt(None, "shorter side is resized to this before the center crop "
+                                     "(default: the model's, e.g. 256)", "--resize-size", check=at_least(8))
+    random_augmentations: bool = opt(False, "train with RandomResizedCrop + horizontal flip (default: "
+                                     "resize + center crop, no randomness)", "--random-augmentations")
+    sample_size: int = opt(50000, "size of the pristine / corrupt / train_sample evaluation subsets "
+                           "(capped at what exists)", "--sample-size", check=at_least(0))
+
+
+@dataclass
+class NoiseConfig:
+    corrupt_fraction: float = opt(
+        0.0, "fraction of training samples whose label is re-drawn (exactly round(f*N) samples); the new "
+        "label is uniform over all classes, so about 1/K of them keep their true label (seed 004)",
+        "--corrupt-fraction", check=in_range(0.0, 1.0))
+    noise_type: str = opt("uniform", "how a re-drawn label is chosen: uniform (any class, seed 004) or "
+                          "flip (true class + 1 mod K)", "--noise-type")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = opt("resnet18", "model architecture (see `cg-train list models`)", "-a", "--arch")
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = opt("SGD", "optimizer (see `cg-train list optimizers`)", "--optimizer")
+    lr: float = opt(0.1, "initial learning rate", "--lr", "--learning-rate", check=at_least(0.0))
+    momentum: float = opt(0.9, "SGD momentum", "--momentum", check=in_range(0.0, 1.0, hi_open=True))
+    weight_decay: float = opt(1e-4, "weight decay (L2 added to the gradient)", "--weight-decay", "--wd",
+                              check=at_least(0.0))
+
+
+@dataclass
+class ScheduleConfig:
+    scheduler: str = opt("auto", "learning-rate schedule stepped once per epoch: auto (step for resnet18, "
+                         "cosine otherwise, as seed 004), step, cosine, constant", "--lr-scheduler")
+    step_size: int = opt(30, "epochs between decays of the step schedule", "--lr-step-size",
+                         check=at_least(1))
+    gamma: float = opt(0.1, "decay factor of the step schedule", "--lr-gamma", check=in_range(0.0, 1.0))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(90, "number of training epochs", "--epochs", check=at_least(0))
+    seed: int = opt(0, "seed of everything random: model init, label corruption, subset choice, sample "
+                    "order, augmentations (the same on any machine and any number of processes)", "--seed",
+                    check=at_least(0))
+    mixed_precision: str = opt("no", "automatic mixed precision through accelerate: no, fp16, bf16",
+                               "--mixed-precision", check=one_of("no", "fp16", "bf16"))
+    grad_accum_steps: int = opt(1, "accumulate gradients over this many mini-batches per optimizer step",
+                                "--grad-accum-steps", check=at_least(1))
+    print_freq: int = opt(10, "log the training loss to train.csv every N steps", "-p", "--print-freq",
+                          check=at_least(1))
+    cpu: bool = opt(False, "train on CPU even when CUDA is available", "--cpu")
+    progress: bool = opt(True, "show tqdm progress bars (main process only)", "--progress")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = opt("output", "where CSVs, checkpoints, config.yaml and logs are written", "--output-dir",
+                   metavar="DIR")
+    resume: Optional[str] = opt(
+        None, "resume from a checkpoint file, or 'auto' for OUTPUT_DIR/checkpoint.pth.tar (a fresh start "
+        "if there is none yet); a bare --resume means 'auto'", "--resume", metavar="PATH")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+#: Keys of a saved ``config.yaml`` that describe the run rather than configure it.
+META_KEY = "meta"
+
+
+def schema_fields() -> Iterator[tuple[str, dataclasses.Field]]:
+    """Yield ``("section.key", field)`` for every leaf of the schema."""
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(section.default_factory()):  # type: ignore[misc]
+            yield f"{section.name}.{f.name}", f
+
+
+def all_keys() -> list[str]:
+    return [key for key, _ in schema_fields()]
+
+
+def _one_line(exc: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(exc, "full_key", None) or ""
+    msg = str(getattr(exc, "msg", exc)).splitlines()[0]
+    if "not in" in msg or "Key" in msg and "not" in msg:
+        sections = [f.name for f in dataclasses.fields(Config)]
+        close = difflib.get_close_matches(key, all_keys() if "." in key else sections, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return ConfigError(f"{source}: unknown config key {key!r}{hint}; see `cg-train --help` for the keys")
+    return ConfigError(f"{source}: bad value for {key or 'config'}: {msg}")
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise _one_line(exc, source) from None
+
+
+def load_yaml(path: str | os.PathLike) -> DictConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config: file {path} does not exist")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError and friends
+        raise ConfigError(f"--config: {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"--config: {path} must hold a mapping of sections (data:, optim:, ...)")
+    loaded.pop(META_KEY, None)
+    return loaded
+
+
+def parse_override(item: str) -> DictConfig:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=0.05)")
+    if "." not in key:
+        matches = [k for k in all_keys() if k.split(".", 1)[1] == key]
+        if len(matches) == 1:
+            key = matches[0]
+    try:
+        return OmegaConf.from_dotlist([f"{key}={value}"])
+    except OmegaConfBaseException as exc:
+        raise _one_line(exc, f"override {item!r}") from None
+
+
+def build_config(yaml_files: list[str] = (), overrides: list[str] = (),
+                 flags: Optional[dict[str, Any]] = None) -> Config:
+    """Merge defaults, YAML files, ``key=value`` overrides and parsed flags; validate; return a Config."""
+    cfg: DictConfig = OmegaConf.structured(Config)
+    for path in yaml_files:
+        cfg = _merge(cfg, load_yaml(path), f"--config {path}")
+    for item in overrides:
+        cfg = _merge(cfg, parse_override(item), f"override {item!r}")
+    if flags:
+        cfg = _merge(cfg, _flags_to_conf(flags), "command line")
+    config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    validate(config)
+    return config
+
+
+def _flags_to_conf(flags: dict[str, Any]) -> DictConfig:
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in flags.items():
+        section, name = key.split(".", 1)
+        nested.setdefault(section, {})[name] = value
+    return OmegaConf.create(nested)
+
+
+def validate(cfg: Config) -> None:
+    """Range checks from the schema, then registry membership of every name-valued key."""
+    for key, f in schema_fields():
+        section, name = key.split(".", 1)
+        value = getattr(getattr(cfg, section), name)
+        check = f.metadata.get("check")
+        if check is not None and value is not None:
+            problem = check(value)
+            if problem:
+                raise ConfigError(f"{_flag_name(key, f)}={value!r} {problem}")
+    for registry, value in _registry_values(cfg):
+        registry.get(value)  # raises ConfigError naming the key and the choices
+    from .optim import check_optimizer_config
+
+    check_optimizer_config(cfg)
+
+
+def _registry_values(cfg: Config) -> list[tuple[Any, str]]:
+    from .data import DATASETS, LOADERS
+    from .models import MODELS
+    from .noise import NOISES
+    from .optim import OPTIMIZERS, SCHEDULERS
+
+    return [(DATASETS, cfg.data.dataset), (LOADERS, cfg.data.loader), (MODELS, cfg.model.arch),
+            (NOISES, cfg.noise.noise_type), (OPTIMIZERS, cfg.optim.optimizer),
+            (SCHEDULERS, cfg.sched.scheduler)]
+
+
+def _flag_name(key: str, f: dataclasses.Field) -> str:
+    flags = f.metadata.get("flags") or ()
+    long_flags = [x for x in flags if x.startswith("--")]
+    return f"{long_flags[0]} ({key})" if long_flags else key
+
+
+# --------------------------------------------------------------------------- saving
+
+def _git_commit() -> dict[str, Any]:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": bool(dirty) if commit else None}
+
+
+def package_versions() -> dict[str, Optional[str]]:
+    from importlib import metadata
+
+    names = ["cg-train", "torch", "torchvision", "accelerate", "numpy", "pyarrow", "omegaconf",
+             "nvidia-dali-cuda120", "nvidia-dali-cuda130", "deepspeed", "submitit"]
+    out: dict[str, Optional[str]] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    import torch
+
+    out["torch"] = str(torch.__version__)  # with the build tag, e.g. 2.14.1+cu130
+    out["cuda"] = torch.version.cuda
+    return out
+
+
+def run_metadata(world_size: int) -> dict[str, Any]:
+    return {
+        "git": _git_commit(),
+        "versions": package_versions(),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "world_size": world_size,
+        "host": socket.gethostname(),
+        "user": getpass.getuser(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def to_yaml(cfg: Config, meta: Optional[dict[str, Any]] = None) -> str:
+    """The resolved config as YAML, with a ``meta`` section that ``--config`` ignores on reload."""
+    conf = OmegaConf.structured(cfg)
+    text = OmegaConf.to_yaml(conf)
+    if meta is not None:
+        text += OmegaConf.to_yaml(OmegaConf.create({META_KEY: meta}))
+    return text
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]

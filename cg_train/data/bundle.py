@@ -1,0 +1,72 @@
+"""Assemble what a run reads: manifests, label noise, seed-004 subsets, and one loader per phase."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..noise import corrupt_labels, is_corrupt
+from .loaders import LOADERS, Loader, LoaderSpec
+from .manifest import UNKNOWN_LABEL, Manifest
+from .readers import DATASETS
+from .subsets import eval_subsets
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+#: Evaluation phases in the order seed 004 runs them (and names its CSVs).
+EVAL_PHASES = ("pristine", "corrupt", "train_sample", "test")
+
+
+@dataclass
+class DataBundle:
+    train: Manifest  # observed labels include the synthetic corruption
+    test: Manifest
+    resampled: np.ndarray  # bool [N]: labels re-drawn by the noise
+    subsets: dict[str, np.ndarray]  # pristine / corrupt / train_sample -> train indices
+    train_loader: Loader
+    eval_loaders: dict[str, Loader]  # phase -> loader; empty phases are left out
+
+
+def read_manifests(cfg: "Config") -> tuple[Manifest, Manifest]:
+    if not cfg.data.dir:
+        raise DataError("no dataset given: pass DATA_DIR (e.g. cg-train /imagenet ...) or set data.dir")
+    reader = DATASETS.get(cfg.data.dataset)
+    train = reader(cfg.data.dir, "train")
+    test = reader(cfg.data.test_dir or cfg.data.dir, "val", classes=train.classes)
+    if len(train) == 0:
+        raise DataError(f"the training split of {cfg.data.dir} is empty")
+    return train, test
+
+
+def apply_noise(train: Manifest, cfg: "Config") -> tuple[Manifest, np.ndarray]:
+    observed, resampled = corrupt_labels(train.observed_labels, train.num_classes,
+                                         cfg.noise.corrupt_fraction, cfg.noise.noise_type, cfg.train.seed)
+    return train.with_observed(observed), resampled
+
+
+def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world_size: int,
+               device: torch.device) -> DataBundle:
+    train, test = read_manifests(cfg)
+    train, resampled = apply_noise(train, cfg)
+    subsets = eval_subsets(is_corrupt(train), train.true_labels != UNKNOWN_LABEL, cfg.data.sample_size,
+                           cfg.train.seed)
+    factory = LOADERS.get(cfg.data.loader)
+
+    def spec(manifest: Manifest, indices: np.ndarray, train_phase: bool) -> LoaderSpec:
+        batch = cfg.data.batch_size if train_phase else (cfg.data.eval_batch_size or cfg.data.batch_size)
+        return LoaderSpec(manifest=manifest, indices=indices, train=train_phase, batch_size=batch,
+                          resize_size=resize_size, crop_size=crop_size,
+                          random_augmentations=cfg.data.random_augmentations, workers=cfg.data.workers,
+                          seed=cfg.train.seed, rank=rank, world_size=world_size, device=device)
+
+    if len(train) < world_size:
+        raise DataError(f"{len(train)} training samples cannot be shared by {world_size} processes")
+    train_loader = factory(spec(train, np.arange(len(train), dtype=np.int64), True))
+    phase_sets = {**subsets, "test": np.arange(len(test), dtype=np.int64)}
+    eval_loaders = {name: factory(spec(test if name == "test" else train, phase_sets[name], False))
+                    for name in EVAL_PHASES if len(phase_sets[name])}
+    return DataBundle(train, test, resampled, subsets, train_loader, eval_loaders)

@@ -1,0 +1,64 @@
+"""Loader backends. Each yields :class:`~cg_train.data.manifest.Batch` for one phase.
+
+A loader is built from a :class:`LoaderSpec` by a factory registered in
+``LOADERS``. Contract (what the engine relies on):
+
+- ``set_epoch(epoch, start_step=0)`` before iterating; training loaders order
+  samples by :mod:`cg_train.data.sharding` so any backend, any number of
+  processes and a resumed run see the same samples per step;
+- ``len(loader)`` is the number of batches this process yields this epoch;
+- ``skipped`` lists the samples that could not be decoded since ``set_epoch``
+  (they are left out of the batch; indices of the others never shift).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, NamedTuple, Protocol
+
+import numpy as np
+import torch
+
+from ...registry import Registry
+from ..manifest import Batch, Manifest
+
+
+class SkippedSample(NamedTuple):
+    index: int
+    source: str
+    error: str
+
+
+@dataclass
+class LoaderSpec:
+    manifest: Manifest
+    indices: np.ndarray  # Manifest positions this loader covers
+    train: bool  # True: per-epoch shuffle, global batches split over processes
+    batch_size: int  # summed over processes
+    resize_size: int
+    crop_size: int
+    random_augmentations: bool
+    workers: int
+    seed: int
+    rank: int
+    world_size: int
+    device: torch.device
+
+
+class Loader(Protocol):
+    skipped: list[SkippedSample]
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+
+LOADERS: Registry[Callable[[LoaderSpec], Loader]] = Registry("loader", "--loader (data.loader)")
+
+
+def per_process_eval_batch(spec: LoaderSpec) -> int:
+    return max(1, -(-spec.batch_size // spec.world_size))
+
+
+from . import torchvision  # noqa: E402,F401  (registers)

@@ -1,0 +1,82 @@
+"""The data contract: a Manifest describes a split, a Batch is what every loader yields.
+
+A Manifest is pure data (no open files): file paths *or* in-memory images, the
+labels the model is trained on (``observed_labels``), the clean labels where
+known (``true_labels``, -1 when unknown, e.g. Clothing1M noisy-only samples),
+the class names and the split. A sample's position in the Manifest is its
+stable **index**: loaders, recorders, CSVs and Parquet logs all refer to it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+UNKNOWN_LABEL = -1
+
+
+class Batch(NamedTuple):
+    """``(images, observed_labels, true_labels, indices)``; ``indices`` are Manifest positions."""
+
+    images: torch.Tensor
+    observed_labels: torch.Tensor
+    true_labels: torch.Tensor
+    indices: torch.Tensor
+
+    def to(self, device: torch.device, non_blocking: bool = True) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    split: str
+    classes: tuple[str, ...]
+    true_labels: np.ndarray  # int64 [N], UNKNOWN_LABEL where the clean label is not known
+    observed_labels: np.ndarray  # int64 [N], the labels training uses
+    files: Optional[np.ndarray] = None  # object [N] of absolute paths, or None for in-memory data
+    images: Optional[np.ndarray] = None  # uint8 [N, H, W, C] for in-memory datasets (CIFAR)
+    root: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        n = len(self.true_labels)
+        if (self.files is None) == (self.images is None):
+            raise ValueError("a Manifest holds either files or in-memory images")
+        for name in ("observed_labels", "files", "images"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"Manifest.{name} has {len(value)} entries, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.true_labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @classmethod
+    def from_labels(cls, split: str, classes: Sequence[str], labels: Sequence[int], *,
+                    files: Optional[Sequence[str]] = None, images: Optional[np.ndarray] = None,
+                    root: Optional[str] = None, observed: Optional[Sequence[int]] = None) -> "Manifest":
+        true = np.asarray(labels, dtype=np.int64)
+        obs = true.copy() if observed is None else np.asarray(observed, dtype=np.int64)
+        return cls(split=split, classes=tuple(classes), true_labels=true, observed_labels=obs,
+                   files=None if files is None else np.asarray(files, dtype=object), images=images,
+                   root=root)
+
+    def with_observed(self, observed: np.ndarray) -> "Manifest":
+        return dataclasses.replace(self, observed_labels=np.asarray(observed, dtype=np.int64))
+
+    def source(self, index: int) -> str:
+        """A human-readable name of a sample: its path, or ``split[index]`` for in-memory data."""
+        return str(self.files[index]) if self.files is not None else f"{self.split}[{index}]"
+
+    def load_image(self, index: int) -> Image.Image:
+        """Decode one sample as RGB (CMYK, grayscale and palette images are converted)."""
+        if self.images is not None:
+            return Image.fromarray(self.images[index]).convert("RGB")
+        with Image.open(self.files[index]) as img:
+            return img.convert("RGB")

@@ -1,0 +1,63 @@
+"""ImageNet layout: ``root/train/<class>/**/*.JPEG`` and ``root/val/<class>/**/*``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ...errors import DataError
+from ..manifest import Manifest
+from . import DATASETS
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _images_under(folder: Path) -> list[str]:
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        found.extend(os.path.join(dirpath, name) for name in sorted(filenames)
+                     if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
+    return found
+
+
+def split_dir(root: str | os.PathLike, split: str, layout: str) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist: pass the dataset root ({layout})")
+    path = root / split
+    if not path.is_dir():
+        raise DataError(f"expected {path}/ in {root}: the dataset must be laid out as {layout}")
+    return path
+
+
+def read_class_folders(folder: Path, split: str, classes: Optional[Sequence[str]] = None,
+                       root: Optional[str] = None) -> Manifest:
+    """Read ``folder/<class>/**/<image>``; class ids follow ``classes`` or the sorted folder names."""
+    found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    if not found:
+        raise DataError(f"{folder} has no class folders: expected {folder}/<class>/<image files>")
+    names = list(classes) if classes is not None else found
+    class_ids = {name: i for i, name in enumerate(names)}
+    unknown = [name for name in found if name not in class_ids]
+    if unknown:
+        raise DataError(f"{folder} has class folders the training set lacks ({', '.join(unknown[:5])}): "
+                        f"train and test must use the same class names")
+    files: list[str] = []
+    labels: list[int] = []
+    for name in found:
+        images = _images_under(folder / name)
+        if not images:
+            raise DataError(f"class folder {folder / name} has no images ({'/'.join(IMAGE_EXTENSIONS)}): "
+                            f"add images or remove the folder")
+        files.extend(images)
+        labels.extend([class_ids[name]] * len(images))
+    return Manifest.from_labels(split, names, labels, files=files, root=str(root or folder.parent))
+
+
+IMAGEFOLDER_LAYOUT = "ROOT/train/<class>/<images> and ROOT/val/<class>/<images> (ImageNet layout)"
+
+
+@DATASETS.register("imagefolder", help=IMAGEFOLDER_LAYOUT)
+def read_imagefolder(root: str, split: str, classes: Optional[Sequence[str]] = None) -> Manifest:
+    return read_class_folders(split_dir(root, split, IMAGEFOLDER_LAYOUT), split, classes, root=str(root))

@@ -1,0 +1,63 @@
+"""Evaluation: loss and top-1/top-5 over one phase, summed exactly over processes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from ..data.loaders import Loader
+from ..data.manifest import Batch
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    count: int
+    loss: float
+    acc1: float  # percent
+    acc5: float  # percent
+
+
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
+    """Number of samples whose target is among the top-k logits, for each k (k capped at #classes)."""
+    maxk = min(max(ks), logits.shape[1])
+    top = logits.topk(maxk, dim=1).indices
+    hits = top.eq(target.unsqueeze(1))
+    return torch.stack([hits[:, :min(k, maxk)].any(dim=1).sum() for k in ks])
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Loader, accelerator: Accelerator, epoch: int, desc: str = "",
+             on_batch: Optional[Callable[[Batch, torch.Tensor], None]] = None,
+             progress: bool = True) -> EvalResult:
+    """Evaluate ``model`` (the unwrapped module: no collectives inside the loop) on ``loader``.
+
+    Labels are the observed ones: for ``corrupt`` that measures how far the
+    network has fitted the corrupted labels, as in seed 004.
+    """
+    model.eval()
+    loader.set_epoch(epoch)
+    sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # count, loss, top1, top5
+    bar = tqdm(total=len(loader), desc=desc, leave=False, disable=not (progress and accelerator.is_main_process))
+    for batch in loader:
+        batch = batch.to(accelerator.device)
+        if len(batch.indices):
+            with accelerator.autocast():
+                logits = model(batch.images)
+            logits = logits.float()
+            loss = F.cross_entropy(logits, batch.observed_labels, reduction="sum")
+            sums += torch.cat([torch.tensor([len(batch.indices)], device=sums.device), loss.view(1),
+                               topk_correct(logits, batch.observed_labels)]).double()
+            if on_batch is not None:
+                on_batch(batch, logits)
+        bar.update()
+    bar.close()
+    if accelerator.num_processes > 1:
+        sums = accelerator.reduce(sums, reduction="sum")
+    count, loss, c1, c5 = sums.tolist()
+    if count == 0:
+        return EvalResult(0, float("nan"), float("nan"), float("nan"))
+    return EvalResult(int(count), loss / count, 100.0 * c1 / count, 100.0 * c5 / count)

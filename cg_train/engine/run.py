@@ -1,0 +1,136 @@
+"""``run(cfg)``: everything one training job does. The CLI, ``accelerate launch`` and
+submitit all call this same function.
+
+Every check that can fail on bad input (config, data layout, model, optimizer,
+output directory) runs before the first file is written.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from ..config import Config, run_metadata, to_yaml
+from ..data.bundle import EVAL_PHASES, build_data
+from ..errors import CgTrainError, ConfigError
+from ..io import atomic_write_text
+from ..models import MODELS, build_model
+from ..noise import is_corrupt, write_corruption_record
+from ..optim import build_optimizer, build_scheduler
+from ..recorders import RunContext, build_recorders
+from . import checkpoint
+from .trainer import Trainer
+
+log = logging.getLogger("cg_train")
+
+
+class TqdmHandler(logging.Handler):
+    """Log lines that do not tear through progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record))
+
+
+def setup_logging(is_main: bool, log_file: Optional[Path] = None) -> None:
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    console = TqdmHandler()
+    console.setFormatter(fmt)
+    log.addHandler(console)
+    if log_file is not None and is_main:
+        file_handler = logging.FileHandler(log_file, mode="a")  # appended: a crash cannot truncate it
+        file_handler.setFormatter(fmt)
+        log.addHandler(file_handler)
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    cpu = cfg.train.cpu or not torch.cuda.is_available()
+    if cpu and cfg.train.mixed_precision == "fp16":
+        raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 on CPU")
+    return Accelerator(cpu=cpu, mixed_precision=cfg.train.mixed_precision)
+
+
+def input_sizes(cfg: Config) -> tuple[int, int]:
+    """(resize, crop): the model's defaults, or the flags; resize scales with a custom crop (256/224)."""
+    spec = MODELS.get(cfg.model.arch)
+    crop = cfg.data.image_size or spec.crop_size
+    resize = cfg.data.resize_size or round(crop * spec.resize_size / spec.crop_size)
+    return resize, crop
+
+
+def has_results(out: Path) -> bool:
+    return (out / checkpoint.LATEST).exists() or any((out / f"{n}.csv").exists()
+                                                     for n in ("train", *EVAL_PHASES))
+
+
+def resolve_resume(cfg: Config, out: Path) -> Optional[Path]:
+    """The checkpoint to resume from, or None for a fresh start (refusing to overwrite a finished run)."""
+    if cfg.output.resume is None:
+        if has_results(out):
+            raise CgTrainError(f"{out} already holds a run: add --resume to continue it, or choose another "
+                               f"--output-dir")
+        return None
+    if cfg.output.resume == "auto":
+        latest = out / checkpoint.LATEST
+        return latest if latest.exists() else None
+    path = Path(cfg.output.resume)
+    if not path.is_file():
+        raise CgTrainError(f"--resume: checkpoint {path} does not exist")
+    return path
+
+
+def run(cfg: Config) -> Path:
+    """Train and evaluate as ``cfg`` says; return the output directory."""
+    accelerator = make_accelerator(cfg)
+    setup_logging(accelerator.is_main_process)
+    out = Path(cfg.output.dir)
+    set_seed(cfg.train.seed)
+    if accelerator.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    resize, crop = input_sizes(cfg)
+    data = build_data(cfg, resize, crop, accelerator.process_index, accelerator.num_processes,
+                      accelerator.device)
+    model = build_model(cfg.model.arch, data.train.num_classes)
+    optimizer = build_optimizer(model.parameters(), cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    resume_from = resolve_resume(cfg, out)
+    resume_state = checkpoint.load(resume_from) if resume_from is not None else None
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ctx = RunContext(cfg, out, accelerator, data)
+    recorders = build_recorders(ctx)
+    trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop)
+    if resume_state is not None:
+        trainer.check_resumable(resume_state, resume_from)
+    accelerator.wait_for_everyone()  # every process has passed every check before anything is written
+
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", to_yaml(cfg, run_metadata(accelerator.num_processes)))
+        write_corruption_record(str(out / "corruption.parquet"), data.train, data.resampled, data.subsets)
+    accelerator.wait_for_everyone()
+    setup_logging(accelerator.is_main_process, out / "log.txt")
+    log.info("cg-train: %s on %d training samples of %d classes (%d corrupt), %d test samples; "
+             "%d process(es) on %s", cfg.model.arch, len(data.train), data.train.num_classes,
+             int(is_corrupt(data.train).sum()), len(data.test), accelerator.num_processes, accelerator.device)
+    if resume_state is not None:
+        trainer.load_checkpoint(resume_state, resume_from)
+    else:
+        trainer.start_fresh()
+    recorders.on_fit_start(ctx)
+
+    trainer.fit()
+    accelerator.wait_for_everyone()
+    log.info("done: CSVs in %s (%s)", out.resolve(),
+             ", ".join(f"{n}.csv" for n in ("train", *EVAL_PHASES) if (out / f"{n}.csv").exists()))
+    accelerator.end_training()
+    return out

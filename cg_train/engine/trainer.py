@@ -1,0 +1,212 @@
+"""The epoch loop, readable top to bottom (after torchvision's references/classification).
+
+Order per epoch, as in seed 004: evaluate every phase (pristine, corrupt,
+train_sample, test), then train one epoch; after the last epoch, evaluate once
+more. A checkpoint is written after each evaluation and after each training
+epoch, so a crash loses at most one phase of work and a resumed run neither
+repeats nor skips a CSV row.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from ..config import to_dict
+from ..data.loaders import Loader
+from ..data.manifest import Batch
+from ..errors import CgTrainError
+from ..recorders import Recorders, RunContext
+from . import checkpoint
+from .evaluate import evaluate
+
+log = logging.getLogger("cg_train")
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # training epochs completed
+    step: int = 0  # next step inside ``epoch`` (non-zero only for a mid-epoch checkpoint)
+    evaluated_epoch: int = -1  # last epoch whose evaluation rows are written
+    best_acc1: float = -1.0  # best test top-1 so far
+
+
+def label_digest(ctx: RunContext) -> str:
+    """Fingerprint of the training labels: a resume must see the same data and corruption."""
+    digest = hashlib.sha256()
+    for array in (ctx.data.train.true_labels, ctx.data.train.observed_labels):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+class Trainer:
+    def __init__(self, ctx: RunContext, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, recorders: Recorders, crop_size: int):
+        self.ctx, self.cfg, self.accelerator = ctx, ctx.cfg, ctx.accelerator
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.recorders, self.crop_size = recorders, crop_size
+        self.state = TrainState()
+        self.digest = label_digest(ctx)
+
+    @property
+    def progress(self) -> bool:
+        return self.cfg.train.progress and self.ctx.is_main
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> None:
+        epochs = self.cfg.train.epochs
+        if self.state.epoch > epochs:
+            raise CgTrainError(f"the checkpoint has already trained {self.state.epoch} epochs, more than "
+                               f"--epochs {epochs}: raise --epochs or use another --output-dir")
+        for epoch in range(self.state.epoch, epochs):
+            if self.state.evaluated_epoch < epoch:
+                self.evaluate_all(epoch)
+            self.train_epoch(epoch)
+            self.scheduler.step()
+            self.state.epoch, self.state.step = epoch + 1, 0
+            self.recorders.on_train_epoch_end(self.ctx, epoch)
+            self.save_checkpoint()
+        if self.state.evaluated_epoch < epochs:
+            self.evaluate_all(epochs)
+        self.recorders.on_fit_end(self.ctx)
+
+    def train_epoch(self, epoch: int) -> None:
+        self.model.train()
+        loader = self.ctx.data.train_loader
+        loader.set_epoch(epoch, start_step=self.state.step)
+        total = self.state.step + len(loader)
+        sums = torch.zeros(2, dtype=torch.float64, device=self.accelerator.device)  # count, loss
+        bar = tqdm(total=total, initial=self.state.step, desc=f"epoch {epoch} train", disable=not self.progress,
+                   dynamic_ncols=True)
+        for step, batch in enumerate(loader, start=self.state.step):
+            batch = batch.to(self.accelerator.device)
+            logits, losses, stats = self.train_step(batch, step, total)
+            sums += stats
+            if len(batch.indices):
+                self.recorders.on_train_batch(self.ctx, epoch, step, batch, logits, losses)
+            if step % self.cfg.train.print_freq == 0:
+                count, loss_sum = stats.tolist()
+                loss = loss_sum / max(count, 1)
+                self.recorders.on_train_log(self.ctx, epoch, step, int(count), loss)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
+            bar.update()
+        bar.close()
+        self.report_skipped(epoch, "train", loader)
+        count, loss_sum = sums.tolist()
+        log.info("epoch %d: trained on %d samples, mean loss %.4f, lr %.4g", epoch, int(count),
+                 loss_sum / max(count, 1), self.optimizer.param_groups[0]["lr"])
+
+    def train_step(self, batch: Batch, step: int, total: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward/backward one mini-batch; step the optimizer at the end of an accumulation group.
+
+        The loss is scaled so that averaging gradients over W processes gives the
+        mean over the *global* batch, even when processes hold unequal shares:
+        1 process and W processes then take the same optimizer step.
+        """
+        accelerator, world = self.accelerator, self.ctx.world_size
+        images, targets, weight = batch.images, batch.observed_labels, 1.0
+        if len(batch.indices) == 0:
+            # Every image of this process's share was unreadable: a weightless dummy keeps DDP in step.
+            images = torch.zeros(1, 3, self.crop_size, self.crop_size, device=accelerator.device)
+            targets = torch.zeros(1, dtype=torch.int64, device=accelerator.device)
+            weight = 0.0
+        accum = self.cfg.train.grad_accum_steps
+        group_start = step - step % accum
+        group_len = min(accum, total - group_start)
+        sync = step - group_start == group_len - 1
+        with nullcontext() if sync else accelerator.no_sync(self.model):
+            logits = self.model(images)
+            losses = F.cross_entropy(logits.float(), targets, reduction="none") * weight
+            stats = torch.stack([torch.tensor(float(len(batch.indices)), dtype=torch.float64,
+                                              device=losses.device), losses.detach().sum().double()])
+            if world > 1:
+                stats = accelerator.reduce(stats, reduction="sum")
+            loss = losses.sum() * (world / stats[0].clamp(min=1.0).float()) / group_len
+            accelerator.backward(loss)
+        if sync:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return logits.detach(), losses.detach(), stats
+
+    def evaluate_all(self, epoch: int) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        is_best = False
+        for phase, loader in self.ctx.data.eval_loaders.items():
+            result = evaluate(model, loader, self.accelerator, epoch, desc=f"epoch {epoch} eval {phase}",
+                              progress=self.progress)
+            self.report_skipped(epoch, phase, loader)
+            self.recorders.on_eval(self.ctx, phase, epoch, result)
+            log.info("epoch %d %-12s loss %.4f  acc1 %6.2f  acc5 %6.2f  (%d samples)", epoch, phase,
+                     result.loss, result.acc1, result.acc5, result.count)
+            if phase == "test" and result.count and result.acc1 > self.state.best_acc1:
+                self.state.best_acc1, is_best = result.acc1, True
+        self.state.evaluated_epoch = epoch
+        self.save_checkpoint(is_best=is_best)
+
+    def report_skipped(self, epoch: int, phase: str, loader: Loader) -> None:
+        skipped = list(loader.skipped)
+        if self.ctx.world_size > 1:
+            skipped = gather_object(skipped)
+        self.recorders.on_skipped(self.ctx, epoch, phase, skipped)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        per_rank = {"rng": checkpoint.rng_state(), "recorders": self.recorders.state_dict()}
+        ranks = gather_object([per_rank]) if self.ctx.world_size > 1 else [per_rank]
+        return {
+            "arch": self.cfg.model.arch,
+            "state_dict": self.accelerator.unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "train_state": asdict(self.state),
+            "epoch": self.state.epoch,
+            "best_acc1": self.state.best_acc1,
+            "label_digest": self.digest,
+            "ranks": ranks,
+            "config": to_dict(self.cfg),
+        }
+
+    def save_checkpoint(self, is_best: bool = False, name: str = checkpoint.LATEST) -> None:
+        state = self.checkpoint_state()
+        if self.ctx.is_main:
+            path = self.ctx.output_dir / name
+            checkpoint.save(path, state)
+            if is_best:
+                checkpoint.copy(path, self.ctx.output_dir / checkpoint.BEST)
+        self.accelerator.wait_for_everyone()
+
+    def start_fresh(self) -> None:
+        """Empty every recorder's files and save ``initial_state.pth.tar`` (the untrained model)."""
+        self.recorders.load_state_dict({})
+        self.save_checkpoint(name=checkpoint.INITIAL)
+
+    def check_resumable(self, state: dict[str, Any], path: Any) -> None:
+        """Refuse a checkpoint of other data before anything is written."""
+        if state.get("label_digest") != self.digest:
+            raise CgTrainError(f"--resume: {path} was trained on other labels (dataset, --corrupt-fraction, "
+                               f"--noise-type or --seed differ): resume with the same ones or use a new "
+                               f"--output-dir")
+        if state.get("arch") != self.cfg.model.arch:
+            raise CgTrainError(f"--resume: {path} holds a {state.get('arch')} model, not --arch "
+                               f"{self.cfg.model.arch}: resume with the same --arch or use a new --output-dir")
+
+    def load_checkpoint(self, state: dict[str, Any], path: Any) -> None:
+        self.check_resumable(state, path)
+        self.accelerator.unwrap_model(self.model).load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.state = TrainState(**state["train_state"])
+        ranks = state["ranks"]
+        mine = ranks[self.ctx.rank] if len(ranks) == self.ctx.world_size else ranks[0]
+        checkpoint.set_rng_state(mine["rng"])
+        self.recorders.load_state_dict(mine["recorders"])
+        log.info("resumed from %s: %d epoch(s) trained, next evaluation at epoch %d", path, self.state.epoch,
+                 self.state.evaluated_epoch + 1)

@@ -1,0 +1,133 @@
+"""Recorders: everything a run writes about itself, hooked into the engine.
+
+A recorder sees the batch, the logits/losses and epoch bookkeeping, nothing
+else (it never reaches into a loader or the model). The engine calls the hooks
+on every process; a recorder decides which process writes (usually the main
+one for small files, every rank for per-sample logs). ``state_dict`` goes into
+each checkpoint, so a resumed run continues its files without duplicates.
+
+A factory registered in ``RECORDERS`` returns a recorder, or None when the
+config does not ask for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import torch
+
+from ..registry import Registry
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from ..config import Config
+    from ..data.bundle import DataBundle
+    from ..data.loaders import SkippedSample
+    from ..data.manifest import Batch
+    from ..engine.evaluate import EvalResult
+
+
+@dataclass
+class RunContext:
+    cfg: "Config"
+    output_dir: Path
+    accelerator: "Accelerator"
+    data: "DataBundle"
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world_size(self) -> int:
+        return self.accelerator.num_processes
+
+
+class Recorder:
+    """Base class with no-op hooks; override what you need."""
+
+    def on_fit_start(self, ctx: RunContext) -> None: ...
+
+    def on_train_batch(self, ctx: RunContext, epoch: int, step: int, batch: "Batch", logits: torch.Tensor,
+                       losses: torch.Tensor) -> None:
+        """Every training step, on every process; ``losses`` are per-sample and detached."""
+
+    def on_train_log(self, ctx: RunContext, epoch: int, step: int, count: int, loss: float) -> None:
+        """Every ``print_freq`` steps with the global batch size and mean loss (same on all processes)."""
+
+    def on_train_epoch_end(self, ctx: RunContext, epoch: int) -> None: ...
+
+    def on_eval(self, ctx: RunContext, phase: str, epoch: int, result: "EvalResult") -> None:
+        """After a whole evaluation phase; ``result`` is already summed over processes."""
+
+    def on_skipped(self, ctx: RunContext, epoch: int, phase: str, skipped: list["SkippedSample"]) -> None:
+        """Samples that could not be decoded in one phase, gathered from all processes."""
+
+    def on_fit_end(self, ctx: RunContext) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore after resume; an empty dict means a fresh start (truncate own files)."""
+
+
+RecorderFactory = Callable[[RunContext], Optional[Recorder]]
+RECORDERS: Registry[RecorderFactory] = Registry("recorder", "recorders")
+
+
+class Recorders(Recorder):
+    """Calls every enabled recorder's hook, in registration order."""
+
+    def __init__(self, recorders: dict[str, Recorder]):
+        self.recorders = recorders
+
+    def on_fit_start(self, ctx: RunContext) -> None:
+        for rec in self.recorders.values():
+            rec.on_fit_start(ctx)
+
+    def on_train_batch(self, ctx: RunContext, epoch: int, step: int, batch: "Batch", logits: torch.Tensor,
+                       losses: torch.Tensor) -> None:
+        for rec in self.recorders.values():
+            rec.on_train_batch(ctx, epoch, step, batch, logits, losses)
+
+    def on_train_log(self, ctx: RunContext, epoch: int, step: int, count: int, loss: float) -> None:
+        for rec in self.recorders.values():
+            rec.on_train_log(ctx, epoch, step, count, loss)
+
+    def on_train_epoch_end(self, ctx: RunContext, epoch: int) -> None:
+        for rec in self.recorders.values():
+            rec.on_train_epoch_end(ctx, epoch)
+
+    def on_eval(self, ctx: RunContext, phase: str, epoch: int, result: "EvalResult") -> None:
+        for rec in self.recorders.values():
+            rec.on_eval(ctx, phase, epoch, result)
+
+    def on_skipped(self, ctx: RunContext, epoch: int, phase: str, skipped: list["SkippedSample"]) -> None:
+        for rec in self.recorders.values():
+            rec.on_skipped(ctx, epoch, phase, skipped)
+
+    def on_fit_end(self, ctx: RunContext) -> None:
+        for rec in self.recorders.values():
+            rec.on_fit_end(ctx)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: rec.state_dict() for name, rec in self.recorders.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, rec in self.recorders.items():
+            rec.load_state_dict(state.get(name, {}))
+
+
+def build_recorders(ctx: RunContext) -> Recorders:
+    made = {name: RECORDERS.get(name)(ctx) for name in RECORDERS.names()}
+    return Recorders({name: rec for name, rec in made.items() if rec is not None})
+
+
+from . import epoch_csv, skipped  # noqa: E402,F401  (register)

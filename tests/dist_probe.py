@@ -1,0 +1,36 @@
+"""Run under `accelerate launch`: dump, per rank, the indices and labels this rank's loaders yield.
+
+Used by test_distributed.py to check, in a real multi-process run, that ranks see
+disjoint data covering the whole set and compute identical label corruption.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from cg_train.config import build_config
+from cg_train.data.bundle import build_data
+
+
+def main(data_dir: str, out_dir: str) -> None:
+    accelerator = Accelerator(cpu=True)
+    cfg = build_config(overrides=[f"data.dir={data_dir}", "noise.corrupt_fraction=0.5", "data.batch_size=32",
+                                  "data.workers=1", "data.sample_size=40", "model.arch=simple_cnn"])
+    data = build_data(cfg, 32, 32, accelerator.process_index, accelerator.num_processes, accelerator.device)
+    report = {"world_size": accelerator.num_processes, "rank": accelerator.process_index,
+              "distributed_type": str(accelerator.distributed_type),
+              "observed": data.train.observed_labels.tolist(), "phases": {}}
+    for epoch in (0, 1):
+        data.train_loader.set_epoch(epoch)
+        report["phases"][f"train@{epoch}"] = [batch.indices.tolist() for batch in data.train_loader]
+    for phase, loader in data.eval_loaders.items():
+        loader.set_epoch(0)
+        report["phases"][phase] = [batch.indices.tolist() for batch in loader]
+    Path(out_dir, f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
