@@ -7,7 +7,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..data.loaders import Loader
 from ..data.manifest import Batch
@@ -41,7 +41,7 @@ def evaluate(model: torch.nn.Module, loader: Loader, accelerator: Accelerator, e
     model.eval()
     loader.set_epoch(epoch)
     sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # count, loss, top1, top5
-    bar = tqdm(total=len(loader), desc=desc, leave=False, disable=not (progress and accelerator.is_main_process))
+    bar = progress_bar(len(loader), desc, progress and accelerator.is_main_process, leave=False)
     for batch in loader:
         batch = batch.to(accelerator.device)
         if len(batch.indices):

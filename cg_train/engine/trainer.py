@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..config import to_dict
 from ..data.loaders import Loader
@@ -84,8 +84,7 @@ class Trainer:
         loader.set_epoch(epoch, start_step=self.state.step)
         total = self.state.step + len(loader)
         sums = torch.zeros(2, dtype=torch.float64, device=self.accelerator.device)  # count, loss
-        bar = tqdm(total=total, initial=self.state.step, desc=f"epoch {epoch} train", disable=not self.progress,
-                   dynamic_ncols=True)
+        bar = progress_bar(total, f"epoch {epoch} train", self.progress, initial=self.state.step)
         for step, batch in enumerate(loader, start=self.state.step):
             batch = batch.to(self.accelerator.device)
             logits, losses, stats = self.train_step(batch, step, total)
