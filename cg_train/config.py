@@ -139,6 +139,31 @@ class OutputConfig:
 
 
 @dataclass
+class RecordConfig:
+    paths: bool = opt(False, "log every training sample's prediction at every step (loss, p_observed, p_true, "
+                      "margin, top-k...) to OUTPUT_DIR/paths/epoch=E/rank=R/*.parquet (learning paths, seeds "
+                      "000/002)", "--paths")
+    paths_eval: bool = opt(False, "at every evaluation, also run the whole training set in eval mode without "
+                           "augmentation and log the same columns to OUTPUT_DIR/paths_eval/", "--paths-eval")
+    paths_topk: int = opt(5, "classes and probabilities kept per path row (capped at the number of classes; "
+                          "set it to the class count for exact `cg-train paths export-td`)", "--paths-topk",
+                          check=at_least(1))
+    paths_rows_per_part: int = opt(1_000_000, "rows per Parquet part file of the path logs (a crash loses at "
+                                   "most the rows not yet in a part)", check=at_least(1))
+    store_learned: bool = opt(False, "after training, evaluate the whole training set without augmentation "
+                              "and write learned_examples.csv / not_learned_examples.csv (seed 004)",
+                              "--store-learned")
+    p_smoothing: float = opt(0.0, "keep seed 000's per-sample running average of the predicted distribution, "
+                             "q <- (1-a) q + a softmax(logits/tau), on the device with this a (0: off; seed 000 "
+                             "uses 0.05); saved to p_smoothing.npy every epoch (CIFAR/Tiny-sized runs)",
+                             "--p-smoothing", metavar="A", check=in_range(0.0, 1.0))
+    p_smoothing_tau: float = opt(1.0, "softmax temperature of --p-smoothing (seed 000's --filt_tau)",
+                                 "--p-smoothing-tau", check=lambda v: None if v > 0 else "must be > 0")
+    seed002_logs: bool = opt(False, "write seed 002's train_log.csv (per epoch: train/valid error and loss) "
+                             "and results_valid.csv (per test sample, latest evaluation)", "--seed002-logs")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
@@ -147,6 +172,7 @@ class Config:
     sched: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
 
 
 #: Keys of a saved ``config.yaml`` that describe the run rather than configure it.

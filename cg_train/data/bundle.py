@@ -1,8 +1,9 @@
 """Assemble what a run reads: manifests, label noise, seed-004 subsets, and one loader per phase."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import functools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 #: Evaluation phases in the order seed 004 runs them (and names its CSVs).
 EVAL_PHASES = ("pristine", "corrupt", "train_sample", "test")
+#: An extra phase that recorders may ask for: every training sample, evaluation transform, each once.
+TRAIN_ALL = "train_all"
 
 
 @dataclass
@@ -29,6 +32,12 @@ class DataBundle:
     subsets: dict[str, np.ndarray]  # pristine / corrupt / train_sample -> train indices
     train_loader: Loader
     eval_loaders: dict[str, Loader]  # phase -> loader; empty phases are left out
+    extra_loaders: dict[str, Callable[[], Loader]] = field(default_factory=dict)  # phase -> builder, on demand
+
+    def extra_loader(self, phase: str) -> Loader:
+        if phase not in self.extra_loaders:
+            raise ValueError(f"no extra evaluation phase {phase!r}; known: {', '.join(self.extra_loaders)}")
+        return self.extra_loaders[phase]()
 
 
 def read_manifests(cfg: "Config") -> tuple[Manifest, Manifest]:
@@ -69,4 +78,6 @@ def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world
     phase_sets = {**subsets, "test": np.arange(len(test), dtype=np.int64)}
     eval_loaders = {name: factory(spec(test if name == "test" else train, phase_sets[name], False))
                     for name in EVAL_PHASES if len(phase_sets[name])}
-    return DataBundle(train, test, resampled, subsets, train_loader, eval_loaders)
+    # built on first use (most runs never need it), then kept
+    train_all = functools.cache(lambda: factory(spec(train, np.arange(len(train), dtype=np.int64), False)))
+    return DataBundle(train, test, resampled, subsets, train_loader, eval_loaders, {TRAIN_ALL: train_all})

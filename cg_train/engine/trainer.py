@@ -12,6 +12,7 @@ import hashlib
 import logging
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -138,8 +139,12 @@ class Trainer:
     def evaluate_all(self, epoch: int) -> None:
         model = self.accelerator.unwrap_model(self.model)
         is_best = False
-        for phase, loader in self.ctx.data.eval_loaders.items():
+        loaders = dict(self.ctx.data.eval_loaders)
+        for phase in self.recorders.extra_eval_phases(self.ctx, epoch):
+            loaders[phase] = self.ctx.data.extra_loader(phase)
+        for phase, loader in loaders.items():
             result = evaluate(model, loader, self.accelerator, epoch, desc=f"epoch {epoch} eval {phase}",
+                              on_batch=partial(self.recorders.on_eval_batch, self.ctx, phase, epoch),
                               progress=self.progress)
             self.report_skipped(epoch, phase, loader)
             self.recorders.on_eval(self.ctx, phase, epoch, result)

@@ -6,6 +6,18 @@ on every process; a recorder decides which process writes (usually the main
 one for small files, every rank for per-sample logs). ``state_dict`` goes into
 each checkpoint, so a resumed run continues its files without duplicates.
 
+A recorder that needs predictions the run does not make anyway (e.g. the whole
+training set in eval mode) names an extra evaluation phase in
+``extra_eval_phases``; the trainer runs it with the other evaluations and hands
+every batch to ``on_eval_batch``. So a recorder never builds a loader or calls
+the model itself.
+
+``state_dict`` is called on every process at every checkpoint (also mid-epoch):
+it must return what is durably on disk at that moment, and ``load_state_dict``
+must drop whatever was written after it, so that a killed and resumed run has no
+lost and no duplicated rows. Constructors write nothing (they run before the
+output directory is checked).
+
 A factory registered in ``RECORDERS`` returns a recorder, or None when the
 config does not ask for it.
 """
@@ -13,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import torch
 
@@ -63,6 +75,14 @@ class Recorder:
 
     def on_train_epoch_end(self, ctx: RunContext, epoch: int) -> None: ...
 
+    def extra_eval_phases(self, ctx: RunContext, epoch: int) -> Sequence[str]:
+        """Evaluation phases beyond the standard ones that this recorder needs at evaluation ``epoch``
+        (e.g. ``cg_train.data.bundle.TRAIN_ALL``: every training sample, eval mode, no augmentation)."""
+        return ()
+
+    def on_eval_batch(self, ctx: RunContext, phase: str, epoch: int, batch: "Batch", logits: torch.Tensor) -> None:
+        """Every evaluation batch of every phase, on every process (eval mode, float logits, no grad)."""
+
     def on_eval(self, ctx: RunContext, phase: str, epoch: int, result: "EvalResult") -> None:
         """After a whole evaluation phase; ``result`` is already summed over processes."""
 
@@ -105,6 +125,14 @@ class Recorders(Recorder):
         for rec in self.recorders.values():
             rec.on_train_epoch_end(ctx, epoch)
 
+    def extra_eval_phases(self, ctx: RunContext, epoch: int) -> Sequence[str]:
+        wanted = [phase for rec in self.recorders.values() for phase in rec.extra_eval_phases(ctx, epoch)]
+        return tuple(dict.fromkeys(wanted))  # each phase once, in order
+
+    def on_eval_batch(self, ctx: RunContext, phase: str, epoch: int, batch: "Batch", logits: torch.Tensor) -> None:
+        for rec in self.recorders.values():
+            rec.on_eval_batch(ctx, phase, epoch, batch, logits)
+
     def on_eval(self, ctx: RunContext, phase: str, epoch: int, result: "EvalResult") -> None:
         for rec in self.recorders.values():
             rec.on_eval(ctx, phase, epoch, result)
@@ -130,4 +158,4 @@ def build_recorders(ctx: RunContext) -> Recorders:
     return Recorders({name: rec for name, rec in made.items() if rec is not None})
 
 
-from . import epoch_csv, skipped  # noqa: E402,F401  (register)
+from . import epoch_csv, learned, p_smoothing, paths, seed002, skipped  # noqa: E402,F401  (register)

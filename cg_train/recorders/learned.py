@@ -1,0 +1,86 @@
+"""``--store-learned`` (seed 004): which training samples the final model has learned.
+
+After the last epoch the trainer evaluates the whole training set once more in
+eval mode with the evaluation transform (phase ``train_all``, every sample on
+exactly one process). A sample is *learned* when the top-1 prediction equals its
+observed label (the label it was trained on). The main process writes
+``learned_examples.csv`` and ``not_learned_examples.csv`` with columns
+``index,path,label`` (Manifest index, image path, observed label), sorted by
+index; together they hold every readable training sample once (unreadable ones
+are in ``skipped.csv`` instead). ``cg-train subset`` reads the ``index`` column.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate.utils import gather_object
+
+from ..data.bundle import TRAIN_ALL
+from ..data.manifest import Batch
+from ..io import atomic_path
+from ..sample_stats import PackedStats, concat, per_sample_stats, to_host
+from . import RECORDERS, Recorder, RunContext
+
+LEARNED = "learned_examples.csv"
+NOT_LEARNED = "not_learned_examples.csv"
+COLUMNS = ("index", "path", "label")
+
+
+class LearnedRecorder(Recorder):
+    def __init__(self, ctx: RunContext):
+        self.output_dir = ctx.output_dir
+        self.final_epoch = ctx.cfg.train.epochs
+        self.is_main = ctx.is_main
+        self.written = False
+        self._stats: list[PackedStats] = []
+
+    def extra_eval_phases(self, ctx: RunContext, epoch: int) -> Sequence[str]:
+        return (TRAIN_ALL,) if epoch == self.final_epoch else ()
+
+    def on_eval_batch(self, ctx: RunContext, phase: str, epoch: int, batch: Batch, logits: torch.Tensor) -> None:
+        if phase == TRAIN_ALL and epoch == self.final_epoch:  # kept on the device: no sync per batch
+            self._stats.append(per_sample_stats(logits, batch.observed_labels, batch.true_labels, batch.indices, 1))
+
+    def on_eval(self, ctx: RunContext, phase: str, epoch: int, result: Any) -> None:
+        if phase != TRAIN_ALL or epoch != self.final_epoch:
+            return
+        stats = concat([to_host(s) for s in self._stats], k=1)
+        self._stats = []
+        mine = (stats.index.astype(np.int64), stats.correct)
+        shares = gather_object([mine]) if ctx.world_size > 1 else [mine]
+        if self.is_main:
+            indices = np.concatenate([s[0] for s in shares])
+            correct = np.concatenate([s[1] for s in shares])
+            write_learned(self.output_dir, ctx.data.train, indices, correct)
+        self.written = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"written": self.written}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.written = bool(state.get("written", False))
+        if self.is_main and not self.written:  # files of a later, abandoned attempt
+            for name in (LEARNED, NOT_LEARNED):
+                (self.output_dir / name).unlink(missing_ok=True)
+
+
+def write_learned(output_dir: Path, manifest: Any, indices: np.ndarray, correct: np.ndarray) -> None:
+    """Write both CSVs atomically, sorted by index."""
+    order = np.argsort(indices, kind="stable")
+    indices, correct = indices[order], correct[order]
+    if len(np.unique(indices)) != len(indices):
+        raise RuntimeError("--store-learned: a training sample was evaluated twice")  # a sharding bug, not input
+    for name, chosen in ((LEARNED, indices[correct]), (NOT_LEARNED, indices[~correct])):
+        table = pd.DataFrame({"index": chosen, "path": [manifest.source(int(i)) for i in chosen],
+                              "label": manifest.observed_labels[chosen]}, columns=list(COLUMNS))
+        with atomic_path(output_dir / name) as tmp:
+            table.to_csv(tmp, index=False)
+
+
+@RECORDERS.register("learned", help="--store-learned: learned_examples.csv / not_learned_examples.csv (seed 004)")
+def build_learned(ctx: RunContext) -> Optional[Recorder]:
+    return LearnedRecorder(ctx) if ctx.cfg.record.store_learned else None

@@ -1,0 +1,121 @@
+"""What one prediction says about one sample, computed on the device for a whole batch.
+
+Shared by the path logs, ``--store-learned`` and seed 002's ``results_valid.csv`` so
+that "loss", "correct" and "margin" mean the same thing in every file:
+
+- ``loss``: cross-entropy with the observed label (or the loss the trainer
+  passes, i.e. what the optimizer saw);
+- ``p_observed`` / ``p_true``: softmax probability of the observed / true label
+  (``p_true`` is NaN where the true label is unknown, -1);
+- ``margin``: observed-label logit minus the largest other logit (AUM's margin);
+- ``top_probs`` / ``top_classes``: the k most probable classes, best first;
+  ``correct`` is ``top_classes[:, 0] == observed``.
+
+Everything is packed into one float32 and one int32 tensor, one row per column
+(column-major), so that a CUDA run copies two buffers to the host per batch, not a
+dozen, and the Parquet writer takes each column without a transpose.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+
+#: Columns of :attr:`PackedStats.floats` before the top-k probabilities.
+FLOAT_COLUMNS = ("loss", "p_observed", "p_true", "margin")
+#: Columns of :attr:`PackedStats.ints` before the top-k classes.
+INT_COLUMNS = ("index", "observed_label", "true_label")
+
+
+class PackedStats(NamedTuple):
+    floats: torch.Tensor  # float32 [4 + k, B]: FLOAT_COLUMNS, then the top-k probabilities
+    ints: torch.Tensor  # int32 [3 + k, B]: INT_COLUMNS, then the top-k classes
+
+
+@torch.no_grad()
+def per_sample_stats(logits: torch.Tensor, observed: torch.Tensor, true: torch.Tensor, indices: torch.Tensor,
+                     k: int, losses: Optional[torch.Tensor] = None) -> PackedStats:
+    """Per-sample statistics of one batch, on the logits' device (no host synchronisation)."""
+    logits = logits.detach().float()
+    k = min(k, logits.shape[1])
+    log_probs = torch.log_softmax(logits, dim=1)
+    probs = log_probs.exp()
+    obs = observed.view(-1, 1)
+    loss = -log_probs.gather(1, obs).squeeze(1) if losses is None else losses.detach().float()
+    p_observed = probs.gather(1, obs).squeeze(1)
+    known = true >= 0
+    p_true = probs.gather(1, true.clamp(min=0).view(-1, 1)).squeeze(1)
+    p_true = torch.where(known, p_true, torch.full_like(p_true, float("nan")))
+    others = logits.scatter(1, obs, float("-inf"))
+    margin = logits.gather(1, obs).squeeze(1) - others.amax(dim=1)
+    top_probs, top_classes = probs.topk(k, dim=1)
+    floats = torch.cat([torch.stack([loss, p_observed, p_true, margin]), top_probs.T])
+    ints = torch.cat([torch.stack([indices, observed, true]), top_classes.T]).to(torch.int32)
+    return PackedStats(floats, ints)
+
+
+class HostStats(NamedTuple):
+    """:class:`PackedStats` on the host as NumPy arrays, with named views."""
+
+    floats: np.ndarray  # [4 + k, B]
+    ints: np.ndarray  # [3 + k, B]
+
+    @property
+    def rows(self) -> int:
+        return self.floats.shape[1]
+
+    @property
+    def index(self) -> np.ndarray:
+        return self.ints[0]
+
+    @property
+    def observed(self) -> np.ndarray:
+        return self.ints[1]
+
+    @property
+    def true(self) -> np.ndarray:
+        return self.ints[2]
+
+    @property
+    def top_classes(self) -> np.ndarray:
+        """[k, B]: row j holds every sample's (j+1)-th most probable class."""
+        return self.ints[3:]
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self.floats[0]
+
+    @property
+    def p_observed(self) -> np.ndarray:
+        return self.floats[1]
+
+    @property
+    def p_true(self) -> np.ndarray:
+        return self.floats[2]
+
+    @property
+    def margin(self) -> np.ndarray:
+        return self.floats[3]
+
+    @property
+    def top_probs(self) -> np.ndarray:
+        """[k, B], like :attr:`top_classes`."""
+        return self.floats[4:]
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.top_classes[0] == self.observed
+
+
+def to_host(stats: PackedStats) -> HostStats:
+    """Blocking copy to NumPy (for small per-evaluation outputs; the path writer copies asynchronously)."""
+    return HostStats(stats.floats.cpu().numpy(), stats.ints.cpu().numpy())
+
+
+def concat(parts: list[HostStats], k: int) -> HostStats:
+    """Stack batches; an empty list gives empty arrays of the right width."""
+    if not parts:
+        return HostStats(np.empty((len(FLOAT_COLUMNS) + k, 0), np.float32),
+                         np.empty((len(INT_COLUMNS) + k, 0), np.int32))
+    return HostStats(np.concatenate([p.floats for p in parts], axis=1), np.concatenate([p.ints for p in parts], axis=1))

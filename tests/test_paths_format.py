@@ -1,0 +1,246 @@
+"""The path-log format without training: statistics, the writer, the resume contract, td export."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+import torch
+
+from cg_train.errors import CgTrainError
+from cg_train.paths.export_td import export_td
+from cg_train.paths.layout import TRAIN_DIR, list_parts, path_schema
+from cg_train.paths.merge import merge_paths
+from cg_train.paths.writer import PartWriter
+from cg_train.recorders.paths import PathRecorder
+from cg_train.sample_stats import per_sample_stats, to_host
+from conftest import REPO
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def test_per_sample_stats_match_a_direct_computation() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(64, 7)) * 3
+    observed = rng.integers(0, 7, 64)
+    true = np.where(rng.random(64) < 0.2, -1, rng.integers(0, 7, 64))
+    indices = rng.permutation(1000)[:64]
+    stats = to_host(per_sample_stats(torch.tensor(logits), torch.tensor(observed), torch.tensor(true),
+                                     torch.tensor(indices), k=3))
+    probs = softmax(logits)
+    rows = np.arange(64)
+    np.testing.assert_array_equal(stats.index, indices)
+    np.testing.assert_allclose(stats.loss, -np.log(probs[rows, observed]), rtol=1e-5)
+    np.testing.assert_allclose(stats.p_observed, probs[rows, observed], rtol=1e-5)
+    np.testing.assert_allclose(stats.p_true[true >= 0], probs[rows, true][true >= 0], rtol=1e-5)
+    assert np.isnan(stats.p_true[true < 0]).all() and (true < 0).any()
+    others = logits.copy()
+    others[rows, observed] = -np.inf
+    np.testing.assert_allclose(stats.margin, logits[rows, observed] - others.max(axis=1), rtol=1e-5, atol=1e-5)
+    order = np.argsort(-probs, axis=1)[:, :3]
+    np.testing.assert_array_equal(stats.top_classes.T, order)
+    np.testing.assert_allclose(stats.top_probs.T, np.take_along_axis(probs, order, 1), rtol=1e-5)
+    np.testing.assert_array_equal(stats.correct, order[:, 0] == observed)
+
+
+def _batch(rng: np.random.Generator, indices: np.ndarray, k: int, classes: int = 10):
+    logits = torch.tensor(rng.normal(size=(len(indices), classes)), dtype=torch.float32)
+    labels = torch.tensor(rng.integers(0, classes, len(indices)))
+    return per_sample_stats(logits, labels, labels, torch.tensor(indices), k)
+
+
+WRITE_FOREVER = """
+import sys, numpy as np, torch
+from pathlib import Path
+from cg_train.paths.layout import path_schema
+from cg_train.paths.writer import PartWriter
+from cg_train.sample_stats import per_sample_stats
+writer = PartWriter(Path(sys.argv[1]), 0, path_schema(10, 3), rows_per_part=500)
+rng = np.random.default_rng(0)
+step = 0
+while True:
+    logits = torch.tensor(rng.normal(size=(100, 10)), dtype=torch.float32)
+    labels = torch.tensor(rng.integers(0, 10, 100))
+    writer.put(0, step, per_sample_stats(logits, labels, labels, torch.arange(100) + 100 * step, 3))
+    step += 1
+"""
+
+
+def test_a_killed_writer_leaves_only_complete_readable_parts(tmp_path: Path) -> None:
+    root = tmp_path / TRAIN_DIR
+    proc = subprocess.Popen([sys.executable, "-c", WRITE_FOREVER, str(root)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 120
+    while len(list_parts(root)) < 4:
+        assert proc.poll() is None and time.time() < deadline, "the writer did not produce parts"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    parts = list_parts(root)
+    table = ds.dataset(root, partitioning="hive").to_table()
+    assert len(table) == 500 * len(parts)  # only whole parts are visible; a half-written one never is
+    frame = pd.read_parquet(root)
+    assert frame["index"].is_unique and len(frame) == len(table)
+    assert duckdb.sql(f"select count(*) from read_parquet('{root}/**/*.parquet', hive_partitioning=true)"
+                      ).fetchall() == [(len(table),)]
+    assert sorted(frame["step"].unique()) == list(range(5 * len(parts)))
+
+
+def _recorded(root: Path) -> pd.DataFrame:
+    frame = ds.dataset(root, partitioning="hive").to_table().to_pandas() if list_parts(root) else pd.DataFrame()
+    return frame.sort_values(["epoch", "step", "index"]).reset_index(drop=True) if len(frame) else frame
+
+
+def _record_steps(recorder: PathRecorder, epoch: int, steps: range, rank: int = 0, world: int = 1) -> None:
+    for step in steps:
+        rng = np.random.default_rng([epoch, rank, step])  # the same rows whenever a step is recorded
+        stats = _batch(rng, np.arange(step * 8, step * 8 + 8) * world + rank, recorder.topk)
+        recorder.train_writer.put(epoch, step, stats)
+        recorder.train_through = (epoch, step + 1)
+
+
+def test_resume_keeps_exactly_what_the_checkpoint_saw(tmp_path: Path) -> None:
+    """Mid-epoch checkpoint, rows written after it, a stray temp file: resume drops them and only them."""
+    def recorder(out: Path, rank: int = 0, world: int = 1) -> PathRecorder:
+        return PathRecorder(out, rank, world, num_classes=10, topk=3, rows_per_part=16)
+
+    reference = recorder(tmp_path / "reference")
+    reference.load_state_dict({})
+    _record_steps(reference, 0, range(10))
+    reference.on_train_epoch_end(None, 0)  # type: ignore[arg-type]
+    _record_steps(reference, 1, range(4))
+    reference.state_dict()
+
+    out = tmp_path / "run"
+    first = recorder(out)
+    first.load_state_dict({})
+    _record_steps(first, 0, range(10))
+    first.on_train_epoch_end(None, 0)  # type: ignore[arg-type]
+    _record_steps(first, 1, range(3))
+    state = first.state_dict()  # a mid-epoch checkpoint: everything before (1, 3) is on disk
+    assert state == {"train_through": [1, 3], "eval_through": -1}
+    assert len(_recorded(out / TRAIN_DIR)) == 13 * 8
+    _record_steps(first, 1, range(3, 7))  # written after the checkpoint, then the run dies
+    first.state_dict()
+    (out / TRAIN_DIR / "epoch=1" / "rank=0" / ".part-000007.parquet.x1.tmp").write_bytes(b"half a part")
+    assert len(_recorded(out / TRAIN_DIR)) == 17 * 8
+
+    resumed = recorder(out)
+    resumed.load_state_dict(state)
+    assert len(_recorded(out / TRAIN_DIR)) == 13 * 8
+    assert not list((out / TRAIN_DIR).rglob("*.tmp"))
+    _record_steps(resumed, 1, range(3, 4))
+    resumed.state_dict()
+    pd.testing.assert_frame_equal(_recorded(out / TRAIN_DIR), _recorded(tmp_path / "reference" / TRAIN_DIR))
+
+    resumed.load_state_dict({})  # a fresh start removes this rank's logs
+    assert not list_parts(out / TRAIN_DIR)
+
+
+def test_resume_with_fewer_processes_cleans_every_old_rank(tmp_path: Path) -> None:
+    ranks = [PathRecorder(tmp_path, r, 2, num_classes=10, topk=2, rows_per_part=1000) for r in range(2)]
+    for r, rec in enumerate(ranks):
+        rec.load_state_dict({})
+        _record_steps(rec, 0, range(4), rank=r, world=2)
+    states = [rec.state_dict() for rec in ranks]
+    assert states[0] == states[1]  # the watermark is the same on every rank
+    for r, rec in enumerate(ranks):
+        _record_steps(rec, 0, range(4, 6), rank=r, world=2)
+        rec.state_dict()
+    single = PathRecorder(tmp_path, 0, 1, num_classes=10, topk=2, rows_per_part=1000)
+    single.load_state_dict(states[0])  # the engine hands rank 0's state to every process of the new run
+    frame = _recorded(tmp_path / TRAIN_DIR)
+    assert sorted(frame["rank"].astype(int).unique()) == [0, 1] and frame["step"].max() == 3
+    assert len(frame) == 2 * 4 * 8
+
+
+def _write_log(root: Path, probs: np.ndarray, observed: np.ndarray, k: int, skip: dict[int, list[int]]) -> None:
+    """Write path rows for dense probabilities ``probs [N, T, K]`` through the real writer."""
+    n, epochs, classes = probs.shape
+    writer = PartWriter(root, 0, path_schema(classes, k), rows_per_part=7)
+    for t in range(epochs):
+        keep = np.setdiff1d(np.arange(n), skip.get(t, []))
+        logits = torch.tensor(np.log(probs[keep, t]), dtype=torch.float32)
+        label = torch.tensor(observed[keep])
+        writer.put(t, 0, per_sample_stats(logits, label, label, torch.tensor(keep), k))
+    writer.close()
+
+
+def _run_dir(tmp_path: Path, observed: np.ndarray, true: np.ndarray) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame({"index": np.arange(len(observed)), "path": "x", "true_label": true, "observed_label": observed,
+                  "is_corrupt": observed != true, "resampled": observed != true}).to_parquet(run / "corruption.parquet")
+    return run
+
+
+def test_export_td_with_full_probabilities_is_seed_002s_layout(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    n, epochs, classes = 40, 5, 6
+    probs = softmax(rng.normal(size=(n * epochs, classes)) * 2).reshape(n, epochs, classes)
+    true = rng.integers(0, classes, n)
+    observed = np.where(rng.random(n) < 0.3, rng.integers(0, classes, n), true)
+    run = _run_dir(tmp_path, observed, true)
+    _write_log(run / TRAIN_DIR, probs, observed, k=classes, skip={2: [5, 6]})
+    result = export_td(run, run, top_n=4, source="train")
+    assert result.exact and result.filled == 2 and result.never_seen == 0
+    saved = np.load(run / "training_dynamics.npz")
+    td, labels = saved["td"], saved["labels"]
+    assert td.shape == (n, epochs, 4) and td.dtype == np.float16 and labels.dtype == np.int16
+    # seed 002's definition, written out directly: observed label first, then by mean probability
+    logged = probs.astype(np.float16).astype(np.float64)
+    seen = np.ones((n, epochs), bool)
+    seen[[5, 6], 2] = False
+    for i in range(n):
+        mean = logged[i][seen[i]].mean(axis=0)  # over the epochs the sample was seen in
+        others = [c for c in np.argsort(-mean, kind="stable") if c != observed[i]]
+        assert labels[i].tolist() == [observed[i], *others[:3]]
+        expected = logged[i][:, labels[i]]
+        if i in (5, 6):
+            expected[2] = expected[1]  # a missing epoch takes the previous one's values
+        np.testing.assert_allclose(td[i], expected, atol=1e-3)
+    meta = torch.load(run / "metadata.pth")
+    assert list(meta) == ["train_indices", "valid_indices", "true_targets", "assigned_targets", "label_flipped"]
+    assert meta["label_flipped"].tolist() == (observed != true).tolist()
+    assert np.load(run / "metadata.npz")["epochs"].tolist() == list(range(epochs))
+
+
+def test_export_td_from_top_k_estimates_the_classes_it_did_not_log(tmp_path: Path) -> None:
+    # one sample, K = 5, top-2 logged; observed class 4 is never in the top 2
+    probs = np.array([[[0.5, 0.3, 0.1, 0.06, 0.04]], [[0.2, 0.6, 0.1, 0.06, 0.04]]]).transpose(1, 0, 2)
+    run = _run_dir(tmp_path, np.array([4]), np.array([0]))
+    _write_log(run / TRAIN_DIR, probs, np.array([4]), k=2, skip={})
+    export_td(run, run, top_n=4, source="train")
+    saved = np.load(run / "training_dynamics.npz")
+    # class 1 has the larger mean of the logged ones; classes 2 and 3 were never logged: id order
+    assert saved["labels"][0].tolist() == [4, 1, 0, 2]
+    residual = [(1 - 0.8 - 0.04) / 2, (1 - 0.8 - 0.04) / 2]  # unlogged mass spread over classes 2 and 3
+    expected = [[0.04, 0.3, 0.5, residual[0]], [0.04, 0.6, 0.2, residual[1]]]
+    np.testing.assert_allclose(saved["td"][0], expected, atol=1e-3)
+
+
+def test_merge_and_export_refuse_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(CgTrainError, match="no path logs under"):
+        merge_paths(tmp_path / TRAIN_DIR, tmp_path / "out.parquet")
+    run = _run_dir(tmp_path, np.array([0, 1]), np.array([0, 1]))
+    probs = np.full((2, 1, 3), 1 / 3)
+    _write_log(run / TRAIN_DIR, probs, np.array([0, 1]), k=3, skip={})
+    with pytest.raises(CgTrainError, match="--top-n 4 must be between 1 and the number of classes"):
+        export_td(run, run, top_n=4, source="train")
+    part = list_parts(run / TRAIN_DIR)[0].path
+    part.rename(part.with_name("part-000099.parquet"))
+    _write_log(run / TRAIN_DIR, probs, np.array([0, 1]), k=3, skip={})  # the same rows again in epoch 0
+    with pytest.raises(CgTrainError, match="holds a sample twice"):
+        merge_paths(run / TRAIN_DIR, tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet").exists()
