@@ -24,7 +24,7 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/cg-train prepare-demo $(DEMO_DATA)
 	$(VENV)/bin/cg-train --config configs/demo.yaml $(DEMO_DATA) --output-dir $(DEMO_OUT) --resume
-	@echo "demo results: $(DEMO_OUT)/{train,pristine,corrupt,train_sample,test}.csv"
+	@echo "demo results: $(DEMO_OUT)/{train,pristine,corrupt,train_sample,test}.csv, learning paths in $(DEMO_OUT)/paths/"
 
 test: install
 	$(PY) -m pytest -n 2 tests

@@ -4,14 +4,17 @@
    synthetic images; blocks of steps without the recorder alternate with blocks
    with it (the real ``PathRecorder.on_train_batch``, the writer thread running, a
    flush at the end of every block counted in), so both modes see the same machine
-   load. Prints the median step time of each mode and their ratio (target <= 1.02).
+   load. Prints the step times of each mode and the overhead ratio: the median of
+   the ratios of adjacent blocks, and the ratio of the fastest blocks (target <= 1.02).
 2. Writer throughput: ImageNet-shaped rows (1,000 classes, top-5, random indices out
    of 1.28M) queued as fast as possible; rows per second until the last part is on
-   disk (target >= 1M rows/s), bytes per row, and the process RSS after each
-   "epoch" (must not grow).
+   disk (target >= 1M rows/s), bytes per row and per column, and the process RSS
+   after each "epoch" (must not grow).
+3. ``--measure DIR``: compressed bytes per row and column of a real run's logs.
 
     python benchmarks/path_logging.py            # CPU, or the GPU when there is one
     python benchmarks/path_logging.py --device cpu --rounds 10 --steps 20
+    python benchmarks/path_logging.py --measure runs/demo/paths
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
@@ -60,6 +64,8 @@ def step_overhead(args: argparse.Namespace, device: torch.device, out: Path) -> 
     recorder = PathRecorder(out, 0, 1, args.classes, args.topk, rows_per_part=1_000_000)
     recorder.load_state_dict({})
 
+    hook_time: list[float] = []  # time the training thread spends in the hook
+
     def block(epoch: int, record: bool) -> float:
         sync(device)
         start = time.perf_counter()
@@ -72,7 +78,9 @@ def step_overhead(args: argparse.Namespace, device: torch.device, out: Path) -> 
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if record:
+                hook_start = time.perf_counter()
                 recorder.on_train_batch(None, epoch, step, batch, logits.detach(), losses.detach())  # type: ignore
+                hook_time.append(time.perf_counter() - hook_start)
         if record:
             recorder.on_train_epoch_end(None, epoch)  # type: ignore[arg-type]
             recorder.state_dict()  # flush: the part is on disk before the clock stops
@@ -85,16 +93,17 @@ def step_overhead(args: argparse.Namespace, device: torch.device, out: Path) -> 
     for r in range(args.rounds):
         with_.append(block(r + 1, True))
         without.append(block(r + 1, False))
-    base, logged = statistics.median(without), statistics.median(with_)
+    ratios = [w / wo for w, wo in zip(with_, without)]  # adjacent blocks: slow load changes cancel
     rows = recorder.train_writer.rows_written
     print(f"step time, {args.arch} batch {args.batch_size} on {device} ({torch.get_num_threads()} threads), "
-          f"{args.rounds} x {args.steps} steps per mode:")
-    print(f"  without recorder: median {base * 1e3:8.2f} ms/step   (blocks: "
-          f"{', '.join(f'{t * 1e3:.1f}' for t in without)})")
-    print(f"  with --paths:     median {logged * 1e3:8.2f} ms/step   (blocks: "
-          f"{', '.join(f'{t * 1e3:.1f}' for t in with_)})")
-    print(f"  overhead ratio: {logged / base:.4f}  ({(logged / base - 1) * 100:+.2f}%; target <= +2%); "
-          f"{rows} rows in {len(list_parts(out / TRAIN_DIR))} parts")
+          f"{args.rounds} x {args.steps} steps per mode, interleaved:")
+    for name, times in (("without recorder", without), ("with --paths", with_)):
+        print(f"  {name:17s} min {min(times) * 1e3:8.2f}  median {statistics.median(times) * 1e3:8.2f} ms/step"
+              f"   (blocks: {', '.join(f'{t * 1e3:.1f}' for t in times)})")
+    print(f"  time in on_train_batch on the training thread: median {statistics.median(hook_time) * 1e3:.3f} ms "
+          f"per step ({statistics.median(hook_time) / min(without) * 100:.3f}% of the fastest step without it)")
+    print(f"  overhead ratio: median of paired blocks {statistics.median(ratios):.4f}, of the fastest blocks "
+          f"{min(with_) / min(without):.4f} (target <= 1.02); {rows} rows in {len(list_parts(out / TRAIN_DIR))} parts")
     recorder.on_fit_end(None)  # type: ignore[arg-type]
 
 
@@ -124,7 +133,28 @@ def writer_throughput(args: argparse.Namespace, out: Path) -> None:
     writer.close()
     size = sum(p.path.stat().st_size for p in list_parts(out))
     print(f"  median {statistics.median(rates) / 1e6:.2f} M rows/s (target >= 1M rows/s); "
-          f"{size / writer.rows_written:.1f} bytes/row on disk for random (incompressible) probabilities")
+          f"{size / writer.rows_written:.1f} bytes/row on disk (files included)")
+    print_column_bytes("  synthetic ImageNet-shaped rows (uniform random values)", out)
+
+
+def column_bytes(root: Path) -> dict[str, float]:
+    """Compressed bytes per row of every column of the parts under ``root`` (from the Parquet footers)."""
+    sizes: dict[str, int] = {}
+    rows = 0
+    for part in list_parts(root):
+        meta = pq.ParquetFile(part.path).metadata
+        rows += meta.num_rows
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                column = meta.row_group(g).column(c)
+                sizes[column.path_in_schema] = sizes.get(column.path_in_schema, 0) + column.total_compressed_size
+    return {name: size / rows for name, size in sizes.items()}
+
+
+def print_column_bytes(title: str, root: Path) -> None:
+    per_column = column_bytes(root)
+    print(f"{title}: {sum(per_column.values()):.1f} bytes/row: "
+          + ", ".join(f"{name} {size:.2f}" for name, size in per_column.items()))
 
 
 def main() -> None:
@@ -134,14 +164,19 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--topk", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=25, help="steps per block")
-    parser.add_argument("--rounds", type=int, default=6, help="blocks per mode, interleaved")
+    parser.add_argument("--steps", type=int, default=10, help="steps per block")
+    parser.add_argument("--rounds", type=int, default=12, help="blocks per mode, interleaved")
     parser.add_argument("--writer-rows", type=int, default=2_000_000, help="rows per writer epoch")
     parser.add_argument("--writer-epochs", type=int, default=4)
     parser.add_argument("--writer-batch", type=int, default=1024)
     parser.add_argument("--rows-per-part", type=int, default=1_000_000)
     parser.add_argument("--skip-steps", action="store_true", help="only measure the writer")
+    parser.add_argument("--measure", metavar="DIR", help="only print the compressed bytes/row of every column of "
+                                                         "the path logs in DIR (e.g. runs/demo/paths)")
     args = parser.parse_args()
+    if args.measure:
+        print_column_bytes(f"{args.measure}", Path(args.measure))
+        return
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     with tempfile.TemporaryDirectory(prefix="cg-train-bench-") as tmp:
         if not args.skip_steps:

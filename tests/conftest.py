@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pandas as pd
 import pytest
@@ -71,3 +73,18 @@ def run_cli(*args: str, env: Optional[dict[str, str]] = None, timeout: int = 600
 
 def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
+
+
+def kill_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 300) -> None:
+    """Start ``cmd`` in the repository and SIGKILL it the moment ``ready()`` holds (it must not end before)."""
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, "the process ended before it could be killed"
+            assert time.time() < deadline, "the process never reached the point where it is killed"
+            time.sleep(0.02)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()

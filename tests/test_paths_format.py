@@ -1,11 +1,7 @@
 """The path-log format without training: statistics, the writer, the resume contract, td export."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -15,14 +11,16 @@ import pyarrow.dataset as ds
 import pytest
 import torch
 
-from cg_train.errors import CgTrainError
+from cg_train.cli import parse_train_args
+from cg_train.config import build_config
+from cg_train.errors import CgTrainError, ConfigError
 from cg_train.paths.export_td import export_td
 from cg_train.paths.layout import TRAIN_DIR, list_parts, path_schema
 from cg_train.paths.merge import merge_paths
 from cg_train.paths.writer import PartWriter
 from cg_train.recorders.paths import PathRecorder
 from cg_train.sample_stats import per_sample_stats, to_host
-from conftest import REPO
+from conftest import kill_when
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -79,14 +77,7 @@ while True:
 
 def test_a_killed_writer_leaves_only_complete_readable_parts(tmp_path: Path) -> None:
     root = tmp_path / TRAIN_DIR
-    proc = subprocess.Popen([sys.executable, "-c", WRITE_FOREVER, str(root)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    deadline = time.time() + 120
-    while len(list_parts(root)) < 4:
-        assert proc.poll() is None and time.time() < deadline, "the writer did not produce parts"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when([sys.executable, "-c", WRITE_FOREVER, str(root)], lambda: len(list_parts(root)) >= 4)
     parts = list_parts(root)
     table = ds.dataset(root, partitioning="hive").to_table()
     assert len(table) == 500 * len(parts)  # only whole parts are visible; a half-written one never is
@@ -244,3 +235,23 @@ def test_merge_and_export_refuse_bad_input(tmp_path: Path) -> None:
     with pytest.raises(CgTrainError, match="holds a sample twice"):
         merge_paths(run / TRAIN_DIR, tmp_path / "out.parquet")
     assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["record.paths_topk=0"], "--paths-topk (record.paths_topk)=0 must be >= 1"),
+    (["record.p_smoothing=1.5"], "--p-smoothing (record.p_smoothing)=1.5 must be in [0.0, 1.0]"),
+    (["record.p_smoothing_tau=0"], "--p-smoothing-tau (record.p_smoothing_tau)=0.0 must be > 0"),
+    (["record.paths_rows_per_part=0"], "record.paths_rows_per_part=0 must be >= 1"),
+])
+def test_bad_record_settings_name_the_flag(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config(overrides=overrides)
+    assert expected in str(err.value)
+
+
+def test_record_flags_reach_the_config() -> None:
+    cfg, _ = parse_train_args(["/data", "--paths", "--paths-eval", "--paths-topk", "3", "--store-learned",
+                               "--p-smoothing", "0.05", "--seed002-logs"])
+    assert (cfg.record.paths, cfg.record.paths_eval, cfg.record.paths_topk) == (True, True, 3)
+    assert cfg.record.store_learned and cfg.record.seed002_logs and cfg.record.p_smoothing == 0.05
+    assert not build_config().record.paths  # everything is opt-in

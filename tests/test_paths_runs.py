@@ -6,11 +6,7 @@ computed with NumPy.
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -19,13 +15,14 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from cg_train.cli import main
 from cg_train.data.readers import DATASETS
 from cg_train.data.transforms import eval_transform
 from cg_train.models import build_model
-from conftest import FAST, REPO, read_csv, train
+from conftest import FAST, kill_when, read_csv, train
 from test_distributed import launch
 
 K = 10  # classes of the MNIST fixture
@@ -179,16 +176,10 @@ def test_killed_run_resumes_to_the_same_path_logs(mnist_small: Path, tmp_path: P
     assert train(mnist_small, reference, *args) == 0
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "cg_train", str(mnist_small), "--output-dir", str(killed), *FAST, *args]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    # kill it in the middle of epoch 1's training, after some of its parts were written
     epoch_1 = killed / "paths" / "epoch=1" / "rank=0"
-    while not (epoch_1.is_dir() and list(epoch_1.glob("part-*.parquet"))):
-        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # kill it in the middle of epoch 1's training, after some of its parts were written
+    kill_when([sys.executable, "-m", "cg_train", str(mnist_small), "--output-dir", str(killed), *FAST, *args],
+              lambda: epoch_1.is_dir() and any(epoch_1.glob("part-*.parquet")))
     assert not (killed / "learned_examples.csv").exists()  # it really was cut short
     # what a dead run leaves is readable as it is
     partial = read_paths(killed)
@@ -207,6 +198,7 @@ def test_killed_run_resumes_to_the_same_path_logs(mnist_small: Path, tmp_path: P
 def test_two_ranks_log_each_sample_once_per_epoch(mnist_small: Path, tmp_path: Path) -> None:
     out = tmp_path / "two"
     launch("-m", "cg_train", str(mnist_small), "--output-dir", str(out), *FAST, "--epochs", "2", *ALL)
+    assert OmegaConf.load(out / "config.yaml").meta.world_size == 2
     paths, evals = read_paths(out), read_paths(out, "paths_eval")
     for frame in (paths, evals):
         assert set(frame["rank"].astype(int)) == {0, 1}
