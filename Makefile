@@ -1,5 +1,5 @@
 # `make demo` and `make test` do all the set-up on a fresh clone: a .venv with the pinned
-# torch build, then this project (editable) with its dev extras. Re-running skips the
+# torch build, then this project (editable) with its dev and dali extras. Re-running skips the
 # installs unless pyproject.toml or constraints.txt changed.
 PYTHON ?= python3
 VENV   := .venv
@@ -16,7 +16,7 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) torch==2.14.1 torchvision==0.29.1
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,dali]'
 	touch $(STAMP)
 
 install: $(STAMP)

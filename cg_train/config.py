@@ -78,6 +78,12 @@ class DataConfig:
                                      "resize + center crop, no randomness)", "--random-augmentations")
     sample_size: int = opt(50000, "size of the pristine / corrupt / train_sample evaluation subsets "
                            "(capped at what exists)", "--sample-size", check=at_least(0))
+    test_split: str = opt("val", "split evaluated as 'test' (clothing1m/clothing100k also have 'test', "
+                          "their clean test set; see `cg-train datasets`)", "--test-split")
+    dali_threads: Optional[int] = opt(None, "--loader dali: decoding threads per process (default: "
+                                      "--workers, at least 1)", "--dali-threads", check=at_least(1))
+    dali_prefetch: int = opt(2, "--loader dali: batches prepared ahead (DALI's prefetch queue depth)",
+                             "--dali-prefetch", check=at_least(1))
 
 
 @dataclass

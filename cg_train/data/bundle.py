@@ -36,7 +36,7 @@ def read_manifests(cfg: "Config") -> tuple[Manifest, Manifest]:
         raise DataError("no dataset given: pass DATA_DIR (e.g. cg-train /imagenet ...) or set data.dir")
     reader = DATASETS.get(cfg.data.dataset)
     train = reader(cfg.data.dir, "train")
-    test = reader(cfg.data.test_dir or cfg.data.dir, "val", classes=train.classes)
+    test = reader(cfg.data.test_dir or cfg.data.dir, cfg.data.test_split, classes=train.classes)
     if len(train) == 0:
         raise DataError(f"the training split of {cfg.data.dir} is empty")
     return train, test
@@ -61,7 +61,8 @@ def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world
         return LoaderSpec(manifest=manifest, indices=indices, train=train_phase, batch_size=batch,
                           resize_size=resize_size, crop_size=crop_size,
                           random_augmentations=cfg.data.random_augmentations, workers=cfg.data.workers,
-                          seed=cfg.train.seed, rank=rank, world_size=world_size, device=device)
+                          seed=cfg.train.seed, rank=rank, world_size=world_size, device=device,
+                          dali_threads=cfg.data.dali_threads, prefetch=cfg.data.dali_prefetch)
 
     if len(train) < world_size:
         raise DataError(f"{len(train)} training samples cannot be shared by {world_size} processes")

@@ -13,7 +13,7 @@ A loader is built from a :class:`LoaderSpec` by a factory registered in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Protocol
+from typing import Callable, Iterator, NamedTuple, Optional, Protocol
 
 import numpy as np
 import torch
@@ -42,6 +42,8 @@ class LoaderSpec:
     rank: int
     world_size: int
     device: torch.device
+    dali_threads: Optional[int] = None  # DALI CPU threads (default: workers, at least 1)
+    prefetch: int = 2  # batches a DALI pipeline prepares ahead
 
 
 class Loader(Protocol):
@@ -61,4 +63,4 @@ def per_process_eval_batch(spec: LoaderSpec) -> int:
     return max(1, -(-spec.batch_size // spec.world_size))
 
 
-from . import torchvision  # noqa: E402,F401  (registers)
+from . import dali, torchvision  # noqa: E402,F401  (register)
