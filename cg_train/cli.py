@@ -30,7 +30,9 @@ class Subcommand:
 SUBCOMMANDS: Registry[Subcommand] = Registry("subcommand", "cg-train")
 
 #: Modules whose import registers more subcommands (kept lazy: `cg-train --help` stays fast).
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = [
+    "cg_train.datasets_cli",
+]
 
 
 class Parser(argparse.ArgumentParser):

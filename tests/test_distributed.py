@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from omegaconf import OmegaConf
 
 from conftest import FAST, REPO, read_csv, train
@@ -37,8 +38,10 @@ def launch(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
     return result
 
 
-def test_two_ranks_see_disjoint_data_and_identical_corruption(mnist_small: Path, tmp_path: Path) -> None:
-    launch(str(REPO / "tests" / "dist_probe.py"), str(mnist_small), str(tmp_path))
+@pytest.mark.parametrize("loader", ["torchvision", "dali"])
+def test_two_ranks_see_disjoint_data_and_identical_corruption(mnist_small: Path, tmp_path: Path,
+                                                              loader: str) -> None:
+    launch(str(REPO / "tests" / "dist_probe.py"), str(mnist_small), str(tmp_path), loader)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in reports] == [2, 2] and [r["rank"] for r in reports] == [0, 1]
     assert all("MULTI_CPU" in r["distributed_type"] for r in reports)

@@ -176,15 +176,18 @@ class DaliLoader:
         windows, mirror = crop_windows(sizes[:, 0], sizes[:, 1], np.maximum(fed, 0),
                                        randomized=self.randomized, seed=self.spec.seed, epoch=epoch,
                                        resize=self.spec.resize_size, crop=self.spec.crop_size)
+        tail = (list(mirror.astype(np.int32)), list(fed.astype(np.int64)))
+        if not self.encoded:
+            roi = windows.astype(np.float32)
+            return PreparedStep(position, indices, to_dali), (data, list(roi[:, :2]), list(roi[:, 2:]), *tail)
         # decode a margin around the window: the antialiasing filter reaches about one scale step out
         scale = np.maximum((windows[:, 2:] - windows[:, :2]).max(axis=1) / self.spec.crop_size, 1.0)
         margin = (np.ceil(scale) + 1)[:, None]
         start = np.clip(np.floor(windows[:, :2]) - margin, 0, sizes)
         end = np.clip(np.ceil(windows[:, 2:]) + margin, 0, sizes)
-        roi_start, roi_end = windows[:, :2] - start, windows[:, 2:] - start
-        feed = (data, list(start.astype(np.int32)), list((end - start).astype(np.int32)),
-                list(roi_start.astype(np.float32)), list(roi_end.astype(np.float32)),
-                list(mirror.astype(np.int32)), list(fed.astype(np.int64)))
+        roi = (windows - np.tile(start, 2)).astype(np.float32)
+        feed = (data, list(start.astype(np.int32)), list((end - start).astype(np.int32)), list(roi[:, :2]),
+                list(roi[:, 2:]), *tail)
         return PreparedStep(position, indices, to_dali), feed
 
     # ------------------------------------------------------------------ reference path

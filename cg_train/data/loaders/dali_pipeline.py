@@ -15,8 +15,9 @@ from nvidia.dali.pipeline import Pipeline
 
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD
 
-#: Outputs of the host-side source, in this order (see DaliLoader's feeder).
-SOURCE_OUTPUTS = ("data", "slice_start", "slice_shape", "roi_start", "roi_end", "mirror", "index")
+#: Outputs of the host-side source, in this order (see DaliLoader.prepare); in-memory arrays need no slice.
+ENCODED_OUTPUTS = ("data", "slice_start", "slice_shape", "roi_start", "roi_end", "mirror", "index")
+ARRAY_OUTPUTS = ("data", "roi_start", "roi_end", "mirror", "index")
 #: nvJPEG's hardware decoder (A100/H100): share of the images it takes, and buffers sized up front for
 #: ImageNet's largest image so that it never reallocates (values from DALI's ResNet-50 example).
 HW_DECODER_LOAD = 0.65
@@ -55,13 +56,13 @@ def build_pipeline(source: Callable[[], tuple], *, encoded: bool, crop_size: int
     @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=device_id,
                   prefetch_queue_depth=prefetch, seed=0)
     def image_pipeline():
-        data, slice_start, slice_shape, roi_start, roi_end, mirror, index = fn.external_source(
-            source=source, batch=True, num_outputs=len(SOURCE_OUTPUTS))
+        outputs = ENCODED_OUTPUTS if encoded else ARRAY_OUTPUTS
+        fed = dict(zip(outputs, fn.external_source(source=source, batch=True, num_outputs=len(outputs))))
         if encoded:
-            images = decode_window(data, slice_start, slice_shape, gpu)
+            images = decode_window(fed["data"], fed["slice_start"], fed["slice_shape"], gpu)
         else:
-            images = data.gpu() if gpu else data
-        return resize_normalize(images, roi_start, roi_end, mirror, crop_size), index
+            images = fed["data"].gpu() if gpu else fed["data"]
+        return resize_normalize(images, fed["roi_start"], fed["roi_end"], fed["mirror"], crop_size), fed["index"]
 
     pipe = image_pipeline()
     pipe.build()
