@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ...registry import Registry
+from .. import sharding
 from ..manifest import Batch, Manifest
 
 
@@ -61,6 +62,16 @@ LOADERS: Registry[Callable[[LoaderSpec], Loader]] = Registry("loader", "--loader
 
 def per_process_eval_batch(spec: LoaderSpec) -> int:
     return max(1, -(-spec.batch_size // spec.world_size))
+
+
+def epoch_plan(spec: LoaderSpec, epoch: int) -> list[np.ndarray]:
+    """This process's index array for every step of ``epoch``: what any backend must yield, in order."""
+    if spec.train:
+        order = spec.indices[sharding.epoch_order(len(spec.indices), spec.seed, epoch)]
+        return sharding.train_plan(order, spec.batch_size, spec.world_size, spec.rank)
+    mine = sharding.eval_shard(spec.indices, spec.world_size, spec.rank)
+    size = per_process_eval_batch(spec)
+    return [mine[i:i + size] for i in range(0, len(mine), size)]
 
 
 from . import dali, torchvision  # noqa: E402,F401  (register)

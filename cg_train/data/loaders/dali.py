@@ -37,12 +37,11 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from ...errors import CgTrainError, ConfigError
-from .. import sharding
 from ..crops import crop_windows
 from ..image_header import trusted_size
 from ..manifest import Batch
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD
-from . import LOADERS, LoaderSpec, SkippedSample, per_process_eval_batch
+from . import LOADERS, LoaderSpec, SkippedSample, epoch_plan, per_process_eval_batch
 from .torchvision import DECODE_ERRORS
 
 log = logging.getLogger("cg_train")
@@ -125,21 +124,11 @@ class DaliLoader:
         self._epoch = 0
         self._feeder: Optional[StepFeeder] = None
         self._pipe = None
-        self._eval_plan: Optional[list[np.ndarray]] = None
         self._warned = False
 
     # ------------------------------------------------------------------ the plan
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        spec = self.spec
-        if spec.train:
-            order = spec.indices[sharding.epoch_order(len(spec.indices), spec.seed, epoch)]
-            plan = sharding.train_plan(order, spec.batch_size, spec.world_size, spec.rank)
-        else:
-            if self._eval_plan is None:
-                mine = sharding.eval_shard(spec.indices, spec.world_size, spec.rank)
-                self._eval_plan = [mine[i:i + self.max_batch] for i in range(0, len(mine), self.max_batch)]
-            plan = self._eval_plan
-        self._steps = plan[start_step:]
+        self._steps = epoch_plan(self.spec, epoch)[start_step:]
         self._epoch = epoch
         self.skipped = []
         self._warned = False
@@ -268,7 +257,10 @@ class DaliLoader:
 
     def _batch(self, indices: np.ndarray, positions: np.ndarray, parts: list[torch.Tensor]) -> Batch:
         crop = self.spec.crop_size
-        images = torch.cat(parts) if parts else torch.empty(0, 3, crop, crop, device=self.device)
+        if len(parts) == 1:
+            images = parts[0]  # the usual case: DALI decoded the whole step (no second copy)
+        else:
+            images = torch.cat(parts) if parts else torch.empty(0, 3, crop, crop, device=self.device)
         if len(parts) > 1 and not np.all(positions[:-1] < positions[1:]):
             order = np.argsort(positions, kind="stable")
             images, positions = images[torch.from_numpy(order).to(images.device)], positions[order]
