@@ -3,8 +3,9 @@
 Writes ``--images`` JPEGs of about 500x375 (ImageNet's typical size and quality, photo-like content)
 into a temporary folder, then runs one phase (eval: resize 256 + center crop 224; train:
 RandomResizedCrop 224 + flip) through both of cg-train's loaders, exactly as training uses them,
-pinned to the same CPUs. Each loader runs ``--repeats`` epochs after a warm-up epoch; the figure is
-the median epoch's images/s, not counting the first batch (pipeline and worker start-up).
+pinned to the same CPUs. After a warm-up epoch each, the two loaders run ``--repeats`` epochs in
+alternation (so load from other jobs hits both alike); printed are each loader's median images/s, not
+counting an epoch's first batch (start-up), and the median of the per-round ratios.
 
     python benchmarks/loader.py                                # 2,000 images, eval and train, all CPUs
     python benchmarks/loader.py --cpus 0,1 --workers 2 --threads 2 --phase train
@@ -47,24 +48,38 @@ def write_images(folder: Path, count: int, seed: int = 0) -> list[str]:
     return files
 
 
-def images_per_second(loader_name: str, manifest: Manifest, args: argparse.Namespace, train: bool) -> float:
+def build(loader_name: str, manifest: Manifest, args: argparse.Namespace, train: bool):
     spec = LoaderSpec(manifest=manifest, indices=np.arange(len(manifest), dtype=np.int64), train=train,
                       batch_size=args.batch_size, resize_size=256, crop_size=224, random_augmentations=train,
                       workers=args.workers, seed=0, rank=0, world_size=1, device=torch.device(args.device),
                       dali_threads=args.threads, prefetch=args.prefetch)
-    loader = LOADERS.get(loader_name)(spec)
-    rates = []
-    for epoch in range(args.repeats + 1):  # epoch 0 warms up page cache, workers and the pipeline
-        loader.set_epoch(epoch)
-        count, start = 0, None
-        for batch in loader:
-            if start is None:
-                start = time.perf_counter()
-            else:
-                count += len(batch.indices)
-        if epoch:
-            rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return LOADERS.get(loader_name)(spec)
+
+
+def epoch_rate(loader, epoch: int) -> float:
+    """Images/s of one epoch, not counting the first batch (pipeline and worker start-up)."""
+    loader.set_epoch(epoch)
+    count, start = 0, None
+    for batch in loader:
+        if start is None:
+            start = time.perf_counter()
+        else:
+            count += len(batch.indices)
+    return count / (time.perf_counter() - start)
+
+
+def compare(manifest: Manifest, args: argparse.Namespace, train: bool) -> tuple[float, float, float]:
+    """Median images/s of each loader and the median per-round ratio; rounds alternate the two loaders,
+    so a load change on a shared machine hits both alike."""
+    loaders = {name: build(name, manifest, args, train) for name in ("dali", "torchvision")}
+    for loader in loaders.values():
+        epoch_rate(loader, 0)  # warm-up: page cache, worker processes, DALI's buffers
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for epoch in range(1, args.repeats + 1):
+        for name, loader in loaders.items():
+            rates[name].append(epoch_rate(loader, epoch))
+    ratios = [d / t for d, t in zip(rates["dali"], rates["torchvision"])]
+    return statistics.median(rates["dali"]), statistics.median(rates["torchvision"]), statistics.median(ratios)
 
 
 def main() -> None:
@@ -74,7 +89,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="torchvision DataLoader worker processes")
     parser.add_argument("--threads", type=int, default=2, help="DALI decoding threads")
     parser.add_argument("--prefetch", type=int, default=2, help="DALI prefetch queue depth")
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per loader (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per loader (after one warm-up)")
     parser.add_argument("--phase", choices=["eval", "train", "both"], default="both")
     parser.add_argument("--cpus", default=None, help="pin to these CPUs, e.g. 0,1 (default: all allowed)")
     parser.add_argument("--device", default="cpu", help="cpu (DALI CPU mode) or cuda (DALI nvJPEG decode)")
@@ -94,10 +109,9 @@ def main() -> None:
               f"(prefetch {args.prefetch}), device {args.device}")
         phases = ["eval", "train"] if args.phase == "both" else [args.phase]
         for phase in phases:
-            dali = images_per_second("dali", manifest, args, phase == "train")
-            reference = images_per_second("torchvision", manifest, args, phase == "train")
+            dali, reference, ratio = compare(manifest, args, phase == "train")
             print(f"{phase:>5}: dali {dali:7.1f} img/s   torchvision {reference:7.1f} img/s   "
-                  f"ratio {dali / reference:.2f}x")
+                  f"ratio {ratio:.2f}x (median of {args.repeats} alternating rounds)")
 
 
 if __name__ == "__main__":
