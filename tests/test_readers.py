@@ -1,6 +1,7 @@
 """Each dataset reader on a small tree built in exactly the dataset's official layout."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -307,3 +308,25 @@ def test_datasets_command_lists_layouts_and_checks_a_tree(tmp_path: Path, capsys
     out = capsys.readouterr().out
     assert "train: 8 samples of 14 classes" in out and "2 with a known true label" in out
     assert "val: 2 samples of 14 classes" in out
+
+
+def test_listing_cache_lists_again_only_what_changed(tmp_path: Path) -> None:
+    data, cache = tmp_path / "imagenet", tmp_path / "cache"
+    imagenet_train(data)
+    write_jpeg(data / "val" / WNIDS[0] / "v.JPEG")
+    cfg = build_config(overrides=[f"data.dir={data}", "data.dataset=imagenet", f"data.listing_cache={cache}"])
+    first, _ = read_manifests(cfg)
+    assert len(list(cache.glob("listing-*.pkl"))) == 2  # one per split folder
+    # a file added to a class folder changes its mtime: that folder is listed again
+    write_jpeg(data / "train" / WNIDS[1] / "new.JPEG")
+    second, _ = read_manifests(cfg)
+    assert len(second) == len(first) + 1 and "new.JPEG" in names(second)
+    # the cache really answers: with the folder's mtime put back, the stale listing is what comes back
+    folder = data / "train" / WNIDS[2]
+    before = folder.stat()
+    write_jpeg(folder / "unseen.JPEG")
+    os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
+    third, _ = read_manifests(cfg)
+    assert list(third.files) == list(second.files)
+    uncached, _ = read_manifests(build_config(overrides=[f"data.dir={data}", "data.dataset=imagenet"]))
+    assert "unseen.JPEG" in names(uncached)

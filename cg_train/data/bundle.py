@@ -12,6 +12,7 @@ from ..noise import corrupt_labels, is_corrupt
 from .loaders import LOADERS, Loader, LoaderSpec
 from .manifest import UNKNOWN_LABEL, Manifest
 from .readers import DATASETS
+from .readers.listing import listing_cache
 from .subsets import eval_subsets
 
 if TYPE_CHECKING:
@@ -35,8 +36,9 @@ def read_manifests(cfg: "Config") -> tuple[Manifest, Manifest]:
     if not cfg.data.dir:
         raise DataError("no dataset given: pass DATA_DIR (e.g. cg-train /imagenet ...) or set data.dir")
     reader = DATASETS.get(cfg.data.dataset)
-    train = reader(cfg.data.dir, "train")
-    test = reader(cfg.data.test_dir or cfg.data.dir, cfg.data.test_split, classes=train.classes)
+    with listing_cache(cfg.data.listing_cache):
+        train = reader(cfg.data.dir, "train")
+        test = reader(cfg.data.test_dir or cfg.data.dir, cfg.data.test_split, classes=train.classes)
     if len(train) == 0:
         raise DataError(f"the training split of {cfg.data.dir} is empty")
     return train, test

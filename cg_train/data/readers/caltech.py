@@ -11,7 +11,7 @@ from ...errors import DataError
 from ..manifest import Manifest
 from . import DATASETS
 from .files import check_split, dataset_root, first_existing, relabel
-from .imagefolder import images_under
+from .listing import images_under
 
 LAYOUT = "ROOT/256_ObjectCategories/<NNN.name>/*.jpg (ROOT may also be 256_ObjectCategories itself)"
 SPLITS = ("train", "val")

@@ -8,18 +8,7 @@ from typing import Optional, Sequence
 from ...errors import DataError
 from ..manifest import Manifest
 from . import DATASETS
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def images_under(folder: Path) -> list[str]:
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        found.extend(os.path.join(dirpath, name) for name in sorted(filenames)
-                     if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
-    return found
-
+from .listing import IMAGE_EXTENSIONS, class_listings
 
 def split_dir(root: str | os.PathLike, split: str, layout: str) -> Path:
     root = Path(root)
@@ -50,8 +39,9 @@ def read_class_folders(folder: Path, split: str, classes: Optional[Sequence[str]
                         f"train and test must use the same class names")
     files: list[str] = []
     labels: list[int] = []
+    listings = class_listings(folder, found)
     for name in found:
-        images = images_under(folder / name)
+        images = listings[name]
         if not images:
             raise DataError(f"class folder {folder / name} has no images ({'/'.join(IMAGE_EXTENSIONS)}): "
                             f"add images or remove the folder")

@@ -11,7 +11,8 @@ from ...errors import DataError
 from ..manifest import Manifest
 from . import DATASETS
 from .files import read_lines
-from .imagefolder import IMAGE_EXTENSIONS, read_class_folders, split_dir
+from .imagefolder import read_class_folders, split_dir
+from .listing import IMAGE_EXTENSIONS
 
 LAYOUT = ("ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG, or a flat ROOT/val/*.JPEG labelled by "
           "ROOT/LOC_val_solution.csv (Kaggle) or by the devkit's ROOT/ILSVRC2012_devkit_t12/data/"

@@ -9,7 +9,7 @@ from ...errors import DataError
 from ..manifest import Manifest
 from . import DATASETS
 from .files import check_split, dataset_root, first_existing, read_columns, read_lines, relabel
-from .imagefolder import images_under
+from .listing import images_under
 
 LAYOUT = ("ROOT/wnids.txt, ROOT/train/<wnid>/images/*.JPEG, ROOT/val/images/*.JPEG with "
           "ROOT/val/val_annotations.txt")
