@@ -100,7 +100,7 @@ class StepFeeder:
         self.cursor = 0
         self.pending: deque[PreparedStep] = deque()
 
-    def __call__(self) -> tuple[list[np.ndarray], ...]:
+    def __call__(self) -> tuple:
         if self.cursor >= len(self.steps):
             raise StopIteration
         step, feed = self.loader.prepare(self.cursor, self.steps[self.cursor], self.epoch)
