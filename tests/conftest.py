@@ -71,3 +71,15 @@ def run_cli(*args: str, env: Optional[dict[str, str]] = None, timeout: int = 600
 
 def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
+
+
+#: seed 004's CSVs: one row per logged training step, and one per evaluation of each phase
+ALL_CSVS = ("train", "pristine", "corrupt", "train_sample", "test")
+
+
+def assert_same_csvs(a: Path, b: Path) -> None:
+    """Bit-identical CSVs, and no (epoch[, step]) row twice: nothing lost, nothing duplicated."""
+    for name in ALL_CSVS:
+        df = read_csv(a / f"{name}.csv")
+        pd.testing.assert_frame_equal(df, read_csv(b / f"{name}.csv"), check_exact=True, obj=name)
+        assert not df.duplicated(["epoch", "step"] if name == "train" else ["epoch"]).any(), name

@@ -24,6 +24,7 @@ from ..noise import is_corrupt, write_corruption_record
 from ..optim import build_optimizer, build_scheduler
 from ..recorders import RunContext, build_recorders
 from . import checkpoint
+from .preemption import StopSignals
 from .trainer import Trainer
 
 log = logging.getLogger("cg_train")
@@ -89,7 +90,16 @@ def resolve_resume(cfg: Config, out: Path) -> Optional[Path]:
 
 
 def run(cfg: Config) -> Path:
-    """Train and evaluate as ``cfg`` says; return the output directory."""
+    """Train and evaluate as ``cfg`` says; return the output directory.
+
+    On SIGTERM/SIGUSR2 it saves a checkpoint at the next step boundary and raises
+    :class:`~cg_train.engine.preemption.TrainingInterrupted` (see preemption.py).
+    """
+    with StopSignals() as stop:
+        return _run(cfg, stop)
+
+
+def _run(cfg: Config, stop: StopSignals) -> Path:
     accelerator = make_accelerator(cfg)
     setup_logging(accelerator.is_main_process)
     out = Path(cfg.output.dir)
@@ -108,7 +118,7 @@ def run(cfg: Config) -> Path:
     model, optimizer = accelerator.prepare(model, optimizer)
     ctx = RunContext(cfg, out, accelerator, data)
     recorders = build_recorders(ctx)
-    trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop)
+    trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop, stop)
     if resume_state is not None:
         trainer.check_resumable(resume_state, resume_from)
     accelerator.wait_for_everyone()  # every process has passed every check before anything is written
