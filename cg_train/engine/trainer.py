@@ -28,7 +28,7 @@ from ..data.loaders import Loader
 from ..data.manifest import Batch
 from ..errors import CgTrainError
 from ..recorders import Recorders, RunContext
-from . import checkpoint
+from . import checkpoint, deepspeed_backend
 from .evaluate import evaluate
 from .preemption import StopSignals, TrainingInterrupted
 
@@ -202,11 +202,14 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
         per_rank = {"rng": checkpoint.rng_state(), "recorders": self.recorders.state_dict()}
+        sharded = deepspeed_backend.shards_optimizer(self.accelerator)
+        if sharded:  # ZeRO: each process holds its own part of the optimizer state
+            per_rank["optimizer"] = self.optimizer.state_dict()
         ranks = gather_object([per_rank]) if self.ctx.world_size > 1 else [per_rank]
         return {
             "arch": self.cfg.model.arch,
             "state_dict": self.accelerator.unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if sharded else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "train_state": asdict(self.state),
             "epoch": self.state.epoch,
@@ -240,14 +243,23 @@ class Trainer:
         if state.get("arch") != self.cfg.model.arch:
             raise CgTrainError(f"--resume: {path} holds a {state.get('arch')} model, not --arch "
                                f"{self.cfg.model.arch}: resume with the same --arch or use a new --output-dir")
+        sharded = state.get("optimizer", {}) is None
+        if sharded != deepspeed_backend.shards_optimizer(self.accelerator) or \
+                sharded and len(state["ranks"]) != self.ctx.world_size:
+            saved = f"DeepSpeed ZeRO on {len(state['ranks'])} process(es)" if sharded else "an unsharded optimizer"
+            raise CgTrainError(f"--resume: {path} holds {saved}: resume with the same --deepspeed config and "
+                               f"number of processes")
 
     def load_checkpoint(self, state: dict[str, Any], path: Any) -> None:
         self.check_resumable(state, path)
         self.accelerator.unwrap_model(self.model).load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        ranks = state["ranks"]
+        if state["optimizer"] is None:  # ZeRO: every process picks its own part from the list
+            self.optimizer.load_state_dict([r["optimizer"] for r in ranks])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.state = TrainState(**state["train_state"])
-        ranks = state["ranks"]
         mine = ranks[self.ctx.rank] if len(ranks) == self.ctx.world_size else ranks[0]
         checkpoint.set_rng_state(mine["rng"])
         self.recorders.load_state_dict(mine["recorders"])
