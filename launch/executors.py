@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -71,7 +70,8 @@ def submit_all(executor: submitit.Executor, opts: LaunchOptions, calls: list[Cal
     """Submit every call; ``on_submit(i, job)`` records each job as soon as it exists.
 
     slurm: one job array (throttled to --parallelism) and return. local: start at most
-    --parallelism processes at a time and wait for all of them. debug: run each call here.
+    --parallelism processes at a time and wait for all of them. debug: run each call here,
+    one after the other.
     """
     if opts.executor == "slurm":
         with executor.batch():
@@ -89,9 +89,7 @@ def submit_all(executor: submitit.Executor, opts: LaunchOptions, calls: list[Cal
         job = executor.submit(call)
         on_submit(i, job)
         if opts.executor == "debug":
-            error = job.exception()  # runs it now, in this process
-            if error is not None:
-                print(f"cg-launch: {call}: {type(error).__name__}: {error}", file=sys.stderr)
+            job.result()  # runs it now, in this process (submitit opens pdb on an error)
         running.append(job)
     for job in running:
         job.wait()

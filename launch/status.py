@@ -130,12 +130,12 @@ def point_status(launch: LaunchDir, name: str, job: Optional[JobRecord],
     stopped = ", ".join(progress.stopped_by) if progress is not None and progress.stopped_by else ""
     if job.executor == "slurm" and job.job_id in queue:
         state, reason = queue[job.job_id]
-        if state in RUNNING:
+        if state in RUNNING and not (stopped and state == "COMPLETING"):
             status.state, status.detail, status.alive = "running", state.lower(), True
             return status
-        if state in QUEUED:
+        if state in QUEUED or state == "COMPLETING":
             status.state = "preempted" if stopped else "pending"
-            status.detail = f"stopped by {stopped}, requeued: {reason}" if stopped else reason
+            status.detail = f"stopped by {stopped}, requeued: {state.lower()} ({reason})" if stopped else reason
             status.alive = True
             return status
     if job.executor == "local" and local_process_alive(job.job_id):
