@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cg_train.config import to_dict
+from cg_train.engine.deepspeed_backend import read_deepspeed_config
 
 from . import LaunchError
 from .executors import check_slurm, make_executor, submit_all
@@ -57,6 +58,8 @@ def check_points(launch: LaunchDir, points: list[Point]) -> None:
                 raise LaunchError(f"point {point.name}: no dataset given (set data.dir in the base config)")
             if path and not Path(path).is_dir():
                 raise LaunchError(f"point {point.name}: {key} {path} does not exist on this machine")
+        if point.cfg.train.deepspeed:
+            read_deepspeed_config(point.cfg.train.deepspeed)
 
 
 def plan(launch: LaunchDir, points: list[Point]) -> tuple[list[Point], list[PointStatus]]:

@@ -58,6 +58,8 @@ def for_launch(cfg: Config, run_dir: Path) -> Config:
         cfg.data.dir = str(Path(cfg.data.dir).expanduser().absolute())
     if cfg.data.test_dir:
         cfg.data.test_dir = str(Path(cfg.data.test_dir).expanduser().absolute())
+    if cfg.train.deepspeed:
+        cfg.train.deepspeed = str(Path(cfg.train.deepspeed).expanduser().absolute())
     return cfg
 
 
@@ -119,11 +121,11 @@ def base_sources(base: Any, here: Path, source: str) -> tuple[list[str], list[tu
     inline: list[tuple[str, Mapping[str, Any]]] = []
     for item in items:
         if isinstance(item, str):
+            if inline:  # files are merged first: one written after a mapping could not win over it
+                raise ConfigError(f"{source}: base: list config files before inline mappings")
             file = Path(item).expanduser()
             files.append(str(file if file.is_absolute() else here / file))
         elif isinstance(item, dict):
-            if files:  # keep the written order: a later file would have to win over this mapping
-                raise ConfigError(f"{source}: base: list config files before inline mappings")
             inline.append((f"{source} (base)", item))
         else:
             raise ConfigError(f"{source}: base: must be a config file, a mapping of sections, or a list of them")

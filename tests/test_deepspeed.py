@@ -17,6 +17,7 @@ from conftest import (FAST, REPO, accelerate_command, assert_same_csvs, assert_s
                       train)
 from test_preemption import wait_for_train_rows
 
+pytestmark = pytest.mark.xdist_group("deepspeed")  # one worker: the module fixture runs once
 pytest.importorskip("deepspeed", reason="DeepSpeed is the optional extra cg-train[deepspeed] (make test installs it)")
 
 # 300 samples, batch 10: 30 steps per epoch, so a signal lands mid-epoch

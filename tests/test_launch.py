@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_same_csvs, train
+from conftest import REPO, assert_same_csvs, train
 from launch.cli import main as launch_main
 from launch.records import LaunchDir
 from launch.status import format_status, launch_status
@@ -129,3 +129,9 @@ def test_collect_analyses_finished_points_or_says_what_is_missing(tmp_path: Path
     except ModuleNotFoundError:
         assert launch_main(["collect", str(tmp_path)]) == 2
         assert "needs the analysis package (cg-analyze)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sweep", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_sweeps_are_valid(sweep: Path, tmp_path: Path) -> None:
+    points = load_sweep(sweep, tmp_path).points
+    assert len(points) > 1 and len({p.name for p in points}) == len(points)

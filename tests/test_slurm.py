@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -62,6 +63,15 @@ def wait_until_settled(out: Path, running_at_most: int = 0) -> list[PointStatus]
 
 def scontrol_job(job_id: str) -> str:
     return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+
+
+def wait_for_job(job_id: str) -> str:
+    """The final JobState of a plain sbatch job (polled quickly; `sbatch --wait` backs off to 10 s)."""
+    while True:
+        state = scontrol_job(job_id).split("JobState=", 1)[1].split()[0]
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return state
+        time.sleep(0.5)
 
 
 def test_missing_partition_is_refused_before_submitting(slurm_cluster: str, mnist_small: Path, tmp_path: Path,
@@ -146,3 +156,19 @@ def test_two_task_job_preempted_mid_epoch_is_requeued_and_resumes_exactly(
     assert_same_csvs(reference, out)
     log = (out / "log.txt").read_text()
     assert "2 process(es) on cpu" in log and f"0 epoch(s) and {step} step(s) trained" in log
+
+
+def test_plain_sbatch_multinode_script_hands_slurm_variables_to_accelerate(slurm_cluster: str, mnist_small: Path,
+                                                                           tmp_path: Path) -> None:
+    """launch/slurm/accelerate_multinode.sbatch on this one-node cluster, 2 CPU processes per node."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PROCESSES_PER_NODE": "2", "CG_TRAIN_REPO": str(REPO), "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    job_id = subprocess.run(["sbatch", "--parsable", "--cpus-per-task", "2", "--chdir", str(tmp_path),
+                             str(REPO / "launch" / "slurm" / "accelerate_multinode.sbatch"), str(mnist_small), *FAST,
+                             "--epochs", "1", "--sample-size", "40", "--cpu", "--output-dir", str(out)],
+                            env=env, capture_output=True, text=True, check=True).stdout.strip()
+    state = wait_for_job(job_id)
+    assert state == "COMPLETED", (tmp_path / f"cg-train-{job_id}.out").read_text()[-3000:]
+    assert "2 process(es) on cpu" in (out / "log.txt").read_text()
+    assert read_csv(out / "test.csv").epoch.tolist() == [0, 1]

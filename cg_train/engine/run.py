@@ -95,7 +95,7 @@ def resolve_resume(cfg: Config, out: Path) -> Optional[Path]:
 def run(cfg: Config) -> Path:
     """Train and evaluate as ``cfg`` says; return the output directory.
 
-    On SIGTERM/SIGUSR2 it saves a checkpoint at the next step boundary and raises
+    On SIGTERM/SIGUSR2 it saves a checkpoint within a few steps, at a step boundary, and raises
     :class:`~cg_train.engine.preemption.TrainingInterrupted` (see preemption.py).
     """
     with StopSignals() as stop:

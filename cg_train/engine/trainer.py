@@ -4,8 +4,8 @@ Order per epoch, as in seed 004: evaluate every phase (pristine, corrupt,
 train_sample, test), then train one epoch; after the last epoch, evaluate once
 more. A checkpoint is written after each evaluation and after each training
 epoch, so a crash loses at most one phase of work and a resumed run neither
-repeats nor skips a CSV row. On SIGTERM/SIGUSR2 (preemption) the loop stops at the
-next optimizer-step boundary, even mid-epoch, checkpoints and raises
+repeats nor skips a CSV row. On SIGTERM/SIGUSR2 (preemption) the loop stops within a
+few steps at an optimizer-step boundary, even mid-epoch, checkpoints and raises
 TrainingInterrupted; the resumed run continues at the next batch.
 """
 from __future__ import annotations
@@ -33,6 +33,9 @@ from .evaluate import evaluate
 from .preemption import StopSignals, TrainingInterrupted
 
 log = logging.getLogger("cg_train")
+
+#: A stop request is read every this many steps: reading a GPU value waits for the GPU, so not every step.
+STOP_POLL_STEPS = 4
 
 
 @dataclass
@@ -94,6 +97,7 @@ class Trainer:
         total = self.state.step + len(loader)
         sums = torch.zeros(2, dtype=torch.float64, device=self.accelerator.device)  # count, loss
         bar = progress_bar(total, f"epoch {epoch} train", self.progress, initial=self.state.step)
+        stopping = False
         for step, batch in enumerate(loader, start=self.state.step):
             batch = batch.to(self.accelerator.device)
             logits, losses, stats = self.train_step(batch, step, total)
@@ -106,7 +110,9 @@ class Trainer:
                 self.recorders.on_train_log(self.ctx, epoch, step, int(count), loss)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
             bar.update()
-            if stats[2].item() and self.ends_accumulation_group(step, total):
+            if step % STOP_POLL_STEPS == 0 and not stopping:
+                stopping = bool(stats[2].item())  # the same summed flag on every process
+            if stopping and self.ends_accumulation_group(step, total):
                 bar.close()
                 self.interrupt(next_step=step + 1)
         bar.close()
