@@ -102,6 +102,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CgTrainError as exc:
         print(f"cg-launch: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("cg-launch: interrupted; `cg-launch status` shows where each point is, re-submitting continues",
+              file=sys.stderr)
+        return 130
 
 
 def console_main() -> None:

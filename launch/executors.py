@@ -52,7 +52,7 @@ def make_executor(opts: LaunchOptions, folder: Path, job_name: str) -> submitit.
                       ntasks_per_node=opts.processes_per_node, signal_delay_s=opts.signal_delay,
                       array_parallelism=opts.parallelism or ALL_AT_ONCE, partition=opts.partition,
                       gpus_per_node=opts.gpus_per_node or None, cpus_per_task=opts.cpus_per_task,
-                      mem=opts.mem_gb, setup=opts.setup or None,
+                      mem=f"{round(opts.mem_gb * 1024)}M" if opts.mem_gb else None, setup=opts.setup or None,
                       additional_parameters=opts.sbatch_options() or None)
         executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
         return executor

@@ -138,10 +138,9 @@ def point_status(launch: LaunchDir, name: str, job: Optional[JobRecord],
             status.detail = f"stopped by {stopped}, requeued: {state.lower()} ({reason})" if stopped else reason
             status.alive = True
             return status
-    if job.executor == "local" and local_process_alive(job.job_id):
-        status.state, status.detail = ("preempted", f"stopped by {stopped}, restarting") if stopped \
-            else ("running", "")
-        status.alive = True
+    if job.executor == "local" and local_process_alive(job.job_id):  # submitit restarts a requeued task itself
+        status.state, status.alive = "running", True
+        status.detail = f"restarted after {stopped}" if stopped else ""
         return status
     result = submitit_result(launch, job.job_id)
     errored = result is not None and result[0] == "error"
