@@ -14,6 +14,7 @@ from typing import Sequence
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+from matplotlib.ticker import MaxNLocator
 
 from cg_train.io import atomic_path
 
@@ -43,6 +44,7 @@ def plot_figure(experiments: Sequence[Experiment], stat: str, pair: Sequence[str
                 axes.plot(curve.epoch, curve[stat], style, color=colour, marker=".",
                           label=f"{experiment.name} [{phase}]")
     axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(AXIS_LABELS[stat])
     axes.set_title(f"{AXIS_LABELS[stat]}: {' (solid) vs '.join(pair)} (dashed)")
     if stat == "acc1":

@@ -1,8 +1,9 @@
 """``cg-analyze EXPERIMENTS_DIR [--output DIR]``: seed 004's figures and a summary table for every experiment.
 
-``main(argv) -> int`` is the entry other tools call (``cg-launch collect``): it never raises on bad
-experiment files, reports each problem as one ``cg-analyze: warning:`` line on stderr, and returns 0
-when it wrote the figures, 2 (with one ``cg-analyze: error:`` line) when there was nothing to plot.
+``main(argv) -> int`` is the entry other tools call (``cg-launch collect``): it never raises or exits on
+bad experiment files or arguments, reports each problem as one ``cg-analyze: warning:`` line on stderr,
+and returns 0 when it wrote the figures, 2 (with one ``cg-analyze: error:`` line, or argparse's usage
+error) when there was nothing to plot or the arguments were wrong.
 """
 from __future__ import annotations
 
@@ -49,7 +50,10 @@ def analyze(experiments_dir: Path, output: Path, formats: Sequence[str]) -> list
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help, or a usage error already printed: a code, not an exit, for callers
+        return int(exc.code or 0)
     formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
     try:
         written = analyze(Path(args.experiments_dir), Path(args.output or args.experiments_dir), formats)

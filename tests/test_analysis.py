@@ -107,6 +107,7 @@ def test_nothing_to_plot_is_one_error_line(tmp_path: Path, capsys: pytest.Captur
         assert main([str(target)]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("cg-analyze: error: "), lines
+    assert main(["--no-such-flag"]) == 2  # a return code for callers, not a SystemExit
 
 
 def test_console_script_points_at_main() -> None:

@@ -148,6 +148,15 @@ def test_csv_of_another_dataset_is_refused(mnist_small: Path, learned_csv: Path,
     assert not (tmp_path / "easy").exists() and not (tmp_path / ".easy.partial").exists()
 
 
+@pytest.mark.parametrize("relative_to", ["", "train/"])  # paths relative to the dataset root, or to train/
+def test_relative_paths_in_the_csv_are_accepted(mnist_small: Path, learned_csv: Path, tmp_path: Path,
+                                                relative_to: str) -> None:
+    table = pd.read_csv(learned_csv)
+    table.assign(path=table.path.str.removeprefix(f"{mnist_small}/{relative_to}")).to_csv(learned_csv, index=False)
+    assert pd.read_csv(learned_csv).path[0] == f"{'' if relative_to else 'train/'}0/" + Path(table.path[0]).name
+    assert subset(mnist_small, tmp_path / "easy", learned_csv) == 0
+
+
 def _other_filesystem(path: Path) -> Path:
     device = path.stat().st_dev
     for candidate in ("/dev/shm", "/run", "/var/tmp"):

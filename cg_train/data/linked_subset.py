@@ -3,8 +3,8 @@
 DST gets SRC's layout (``train/<class>/...``, ``val/<class>/...``) made of hardlinks to SRC's files, so
 an easy ImageNet costs directory entries, not 70 GB. The CSV lists training examples by ``index``: their
 position in SRC's training Manifest as the imagefolder reader lists it (sorted), the index every
-cg-train output uses; a ``path`` column, when present, is checked against that listing so a CSV of
-another dataset or ordering is refused rather than silently mislabelled.
+cg-train output uses; a ``path`` column (absolute or relative), when present, must end with that index's
+``<class>/<file>``, so a CSV of another dataset or ordering is refused rather than silently mislabelled.
 
 - ``train/``: the listed examples (``--hard``: every training example *not* listed).
 - ``val/``: with ``--split-test N``, N of the selected examples (chosen with ``--seed``) moved out of
@@ -101,13 +101,12 @@ def read_selection(csv_path: Path, train: Manifest, train_dir: Path) -> np.ndarr
 
 
 def _check_paths(csv_path: Path, paths: np.ndarray, index: np.ndarray, train: Manifest, train_dir: Path) -> None:
-    """Each CSV path must end with ``train/<path of that index under SRC/train>``."""
+    """Each CSV path (absolute, or relative to any root) must end with ``<class>/<file>`` of that index in SRC."""
+    prefix = len(str(train_dir)) + 1  # the reader lists train_dir/<class>/...
     for row, (listed, i) in enumerate(zip(paths, index)):
-        if not isinstance(listed, str):
-            continue
-        expected = ("train", *Path(train.files[i]).relative_to(train_dir).parts)
-        if PurePath(listed).parts[-len(expected):] != expected:
-            raise DataError(f"{csv_path} row {row + 2}: index {i} is {'/'.join(expected)} in {train_dir.parent} "
+        expected = str(train.files[i])[prefix:]
+        if isinstance(listed, str) and listed != expected and not listed.endswith("/" + expected):
+            raise DataError(f"{csv_path} row {row + 2}: index {i} is train/{expected} in {train_dir.parent} "
                             f"but the CSV says {listed}: it was written for another dataset or file order; "
                             f"pass the dataset the run trained on")
 
