@@ -26,10 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write the figures and summary (default: EXPERIMENTS_DIR, as seed 004)")
     parser.add_argument("--format", dest="formats", default="pdf,png", metavar="pdf,png",
                         help="comma-separated figure formats (default: pdf,png)")
+    parser.add_argument("--dpi", type=int, default=110, help="resolution of raster formats (default: 110)")
     return parser
 
 
-def analyze(experiments_dir: Path, output: Path, formats: Sequence[str]) -> list[Path]:
+def analyze(experiments_dir: Path, output: Path, formats: Sequence[str], dpi: int = 110) -> list[Path]:
     """Load, report problems, write figures + summary; return the files written."""
     from .cg_curves import write_figures
     from .experiments import load_experiments
@@ -43,7 +44,7 @@ def analyze(experiments_dir: Path, output: Path, formats: Sequence[str]) -> list
     if not experiments:
         raise CgTrainError(f"no experiment with readable pristine/corrupt/train_sample/test.csv under "
                            f"{experiments_dir}: point cg-analyze at the folder that holds the runs' --output-dir")
-    written = write_figures(experiments, output, formats)
+    written = write_figures(experiments, output, formats, dpi)
     written += write_summary(summarize(experiments), output)
     print(f"cg-analyze: {len(experiments)} experiment(s): {', '.join(e.name for e in experiments)}")
     return written
@@ -56,7 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exc.code or 0)
     formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
     try:
-        written = analyze(Path(args.experiments_dir), Path(args.output or args.experiments_dir), formats)
+        written = analyze(Path(args.experiments_dir), Path(args.output or args.experiments_dir), formats, args.dpi)
     except CgTrainError as exc:
         print(f"cg-analyze: error: {exc}", file=sys.stderr)
         return 2

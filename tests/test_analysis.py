@@ -32,8 +32,8 @@ def write_experiment(folder: Path, acc1: dict[str, list[float]]) -> None:
 def experiments(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("analysis") / "experiments"
     # a real run ...
-    assert train(mnist_small, root / "real_sgd", "--epochs", "1", "--corrupt-fraction", "0.5",
-                 "--sample-size", "50") == 0
+    assert train(mnist_small, root / "real_sgd", "--epochs", "0", "--corrupt-fraction", "0.5",
+                 "--sample-size", "50") == 0  # real CSVs, evaluation only (epoch 0)
     # ... one with known numbers ...
     write_experiment(root / "known", {"pristine": [10, 60, 90, 85], "corrupt": [10, 5, 8, 30],
                                       "train_sample": [10, 30, 50, 55], "test": [10, 50, 80, 75]})
@@ -74,7 +74,7 @@ def test_four_figures_and_a_summary_despite_a_broken_experiment(experiments: Pat
     broken = summary[summary.experiment == "broken"].set_index("phase")
     assert sorted(broken.index) == ["pristine", "train_sample"] and broken.loc["pristine", "last_epoch"] == 2
     real = summary[summary.experiment == "real_sgd"].set_index("phase")
-    assert real.loc["test", "last_epoch"] == 1 and len(real) == 4
+    assert real.loc["test", "last_epoch"] == 0 and len(real) == 4
     markdown = (out / "summary.md").read_text()
     assert markdown.startswith("| experiment | phase |") and "| known | pristine | 3 |" in markdown
 
