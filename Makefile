@@ -10,6 +10,7 @@ DS_STAMP := $(VENV)/.cg-train-deepspeed-installed
 PIP    := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 DEMO_DATA := data/demo-mnist
 DEMO_OUT  := runs/demo
+DEMO_PLOTS := runs/plots
 
 .PHONY: install demo test clean
 
@@ -33,7 +34,8 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/cg-train prepare-demo $(DEMO_DATA)
 	$(VENV)/bin/cg-train --config configs/demo.yaml $(DEMO_DATA) --output-dir $(DEMO_OUT) --resume
-	@echo "demo results: $(DEMO_OUT)/{train,pristine,corrupt,train_sample,test}.csv"
+	$(VENV)/bin/cg-analyze $(dir $(DEMO_OUT)) --output $(DEMO_PLOTS)
+	@echo "demo results: $(DEMO_OUT)/{train,pristine,corrupt,train_sample,test}.csv; plots: $(DEMO_PLOTS)/"
 
 test: install $(DS_STAMP)
 	$(PY) -m pytest -n 2 tests

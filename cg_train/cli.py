@@ -30,7 +30,7 @@ class Subcommand:
 SUBCOMMANDS: Registry[Subcommand] = Registry("subcommand", "cg-train")
 
 #: Modules whose import registers more subcommands (kept lazy: `cg-train --help` stays fast).
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = ["cg_train.subset"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -97,9 +97,11 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = opt("SGD", "optimizer (see `cg-train list optimizers`)", "--optimizer")
+    optimizer: str = opt("SGD", "optimizer: SGD, or RM3 (step along the median of the last 3 mini-batch "
+                         "gradients, seed 004; needs --momentum 0 and keeps 3 gradient copies per parameter: "
+                         "3x the model's size in extra memory); see `cg-train list optimizers`", "--optimizer")
     lr: float = opt(0.1, "initial learning rate", "--lr", "--learning-rate", check=at_least(0.0))
-    momentum: float = opt(0.9, "SGD momentum", "--momentum", check=in_range(0.0, 1.0, hi_open=True))
+    momentum: float = opt(0.9, "SGD momentum (RM3 needs 0)", "--momentum", check=in_range(0.0, 1.0, hi_open=True))
     weight_decay: float = opt(1e-4, "weight decay (L2 added to the gradient)", "--weight-decay", "--wd",
                               check=at_least(0.0))
 
@@ -200,9 +202,12 @@ def load_yaml(path: str | os.PathLike) -> DictConfig:
 
 
 def full_key(key: str) -> str:
-    """``epochs`` -> ``train.epochs`` when the leaf name is unique in the schema; other keys unchanged."""
+    """``epochs`` -> ``train.epochs`` when the leaf name is unique in the schema; other keys unchanged.
+
+    Dashes are allowed, so seed 004's ``weight-decay=0.0`` typo works.
+    """
     if "." not in key:
-        matches = [k for k in all_keys() if k.split(".", 1)[1] == key]
+        matches = [k for k in all_keys() if k.split(".", 1)[1] == key.replace("-", "_")]
         if len(matches) == 1:
             return matches[0]
     return key
