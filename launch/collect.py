@@ -1,12 +1,13 @@
 """Run the analysis (``cg-analyze``) over the finished points of a launch.
 
 The analysis reads one experiment per subdirectory; it gets a view of the launch
-directory with only the finished points in it (symbolic links in
-``.launch/finished/``), so half-trained runs never end up in a figure.
+directory with only the finished points in it (``.launch/finished/<point>/``, links to
+the runs' files), so half-trained runs never end up in a figure.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,17 +29,18 @@ def load_analysis() -> Callable[[list[str]], int]:
 
 
 def finished_view(launch: LaunchDir, names: list[str]) -> Path:
-    """``.launch/finished/<point>`` -> the point's run directory, for exactly ``names``."""
+    """``.launch/finished/<point>/`` for exactly ``names``: a folder per point whose entries are symbolic links
+    to the run's files (the analysis walks folders but not linked ones)."""
     view = launch.meta / "finished"
-    view.mkdir(parents=True, exist_ok=True)
-    wanted = {launch.run_dir(n).name if n == "." else n: launch.run_dir(n) for n in names}
-    for link in view.iterdir():
-        if link.name not in wanted or not link.is_symlink():
-            link.unlink()
-    for name, target in wanted.items():
-        link = view / name
-        if not link.is_symlink():
-            link.symlink_to(os.path.relpath(target, view))
+    if view.exists():
+        shutil.rmtree(view)  # only folders and links: the runs' files are never followed
+    for name in names:
+        run_dir = launch.run_dir(name)
+        folder = view / (run_dir.name if name == "." else name)
+        folder.mkdir(parents=True)
+        for entry in run_dir.iterdir():
+            if not entry.name.startswith("."):
+                (folder / entry.name).symlink_to(os.path.relpath(entry, folder))
     return view
 
 

@@ -103,6 +103,11 @@ def test_local_executor_array_trains_what_cg_train_trains(mnist_small: Path, tmp
     assert launch_main(["sweep", str(sweep), "--dir", str(out)]) == 2
     assert "was submitted with another config (optim.lr: 0.05 -> 0.1)" in capsys.readouterr().err
 
+    # sweep -> array -> figures: cg-analyze over the finished points
+    assert launch_main(["collect", str(out)]) == 0
+    assert "cg-analyze: 2 experiment(s): seed=0, seed=1" in capsys.readouterr().out
+    assert {p.suffix for p in (out / "analysis").iterdir()} >= {".pdf", ".png"}
+
 
 def test_debug_executor_runs_a_single_run_here(mnist_small: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,15 +125,11 @@ def test_debug_executor_runs_a_single_run_here(mnist_small: Path, tmp_path: Path
     assert (out / "test.csv").is_file() and (out / ".launch" / "jobs.csv").is_file()
 
 
-def test_collect_analyses_finished_points_or_says_what_is_missing(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert launch_main(["status", str(tmp_path)]) == 2
-    assert "is not a cg-launch directory" in capsys.readouterr().err
-    try:
-        import analysis.cli  # noqa: F401  (the analysis package arrives with cg-analyze)
-    except ModuleNotFoundError:
-        assert launch_main(["collect", str(tmp_path)]) == 2
-        assert "needs the analysis package (cg-analyze)" in capsys.readouterr().err
+def test_status_and_collect_of_a_directory_nothing_was_submitted_to(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("status", "collect"):
+        assert launch_main([command, str(tmp_path)]) == 2
+        assert "is not a cg-launch directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("sweep", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)

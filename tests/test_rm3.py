@@ -15,9 +15,7 @@ from cg_train.cli import main
 from cg_train.config import build_config
 from cg_train.optim import build_optimizer
 from cg_train.optim.rm3 import RM3
-from conftest import FAST, read_csv, train
-from test_distributed import launch
-from test_train import ALL_CSVS, _assert_same_csvs
+from conftest import ALL_CSVS, FAST, accelerate_launch as launch, assert_same_csvs, read_csv, train
 
 
 def test_hand_computed_median_steps() -> None:
@@ -87,7 +85,7 @@ def test_ring_buffers_survive_checkpoint_and_resume(mnist_small: Path, tmp_path:
 
     assert train(mnist_small, resumed, *RM3_RUN, "--epochs", "2", "--resume") == 0
     assert train(mnist_small, wiped, *RM3_RUN, "--epochs", "2", "--resume") == 0
-    _assert_same_csvs(whole, resumed)
+    assert_same_csvs(whole, resumed)
     assert not read_csv(whole / "test.csv").equals(read_csv(wiped / "test.csv"))
 
 
