@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 # The tests also cover the optional DeepSpeed backend: a pure-Python build (DS_BUILD_OPS=0, no CUDA kernels).
 # On a CPU-only machine DeepSpeed compiles its shared-memory collective on first use (~40 s); do it here, once.
 $(DS_STAMP): $(STAMP)
-	DS_BUILD_OPS=0 $(PIP) -e '.[dev,deepspeed]'
+	DS_BUILD_OPS=0 $(PIP) -e '.[dev,dali,deepspeed]'
 	$(PY) -c "from deepspeed.accelerator import get_accelerator as a; b = a().create_op_builder('ShareMemCommBuilder'); b and b.load()"
 	touch $(DS_STAMP)
 
