@@ -1,13 +1,16 @@
 # `make demo` and `make test` do all the set-up on a fresh clone: a .venv with the pinned
-# torch build, then this project (editable) with its dev extras. Re-running skips the
-# installs unless pyproject.toml or constraints.txt changed.
+# torch build, then this project (editable) with its dev and dali extras (`make test`: and DeepSpeed).
+# Re-running skips the installs unless pyproject.toml or constraints.txt changed. The SLURM
+# tests install Debian's slurm and munge packages themselves (as root) through launch/local_slurm.sh.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cg-train-installed
+DS_STAMP := $(VENV)/.cg-train-deepspeed-installed
 PIP    := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 DEMO_DATA := data/demo-mnist
 DEMO_OUT  := runs/demo
+DEMO_PLOTS := runs/plots
 
 .PHONY: install demo test clean
 
@@ -16,17 +19,25 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) torch==2.14.1 torchvision==0.29.1
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,dali]'
 	touch $(STAMP)
+
+# The tests also cover the optional DeepSpeed backend: a pure-Python build (DS_BUILD_OPS=0, no CUDA kernels).
+# On a CPU-only machine DeepSpeed compiles its shared-memory collective on first use (~40 s); do it here, once.
+$(DS_STAMP): $(STAMP)
+	DS_BUILD_OPS=0 $(PIP) -e '.[dev,dali,deepspeed]'
+	$(PY) -c "from deepspeed.accelerator import get_accelerator as a; b = a().create_op_builder('ShareMemCommBuilder'); b and b.load()"
+	touch $(DS_STAMP)
 
 install: $(STAMP)
 
 demo: install
 	$(VENV)/bin/cg-train prepare-demo $(DEMO_DATA)
 	$(VENV)/bin/cg-train --config configs/demo.yaml $(DEMO_DATA) --output-dir $(DEMO_OUT) --resume
-	@echo "demo results: $(DEMO_OUT)/{train,pristine,corrupt,train_sample,test}.csv, learning paths in $(DEMO_OUT)/paths/"
+	$(VENV)/bin/cg-analyze $(dir $(DEMO_OUT)) --output $(DEMO_PLOTS)
+	@echo "demo results: $(DEMO_OUT)/{train,pristine,corrupt,train_sample,test}.csv; learning paths: $(DEMO_OUT)/paths/; plots: $(DEMO_PLOTS)/"
 
-test: install
+test: install $(DS_STAMP)
 	$(PY) -m pytest -n 2 tests
 
 clean:

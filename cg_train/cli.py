@@ -30,7 +30,11 @@ class Subcommand:
 SUBCOMMANDS: Registry[Subcommand] = Registry("subcommand", "cg-train")
 
 #: Modules whose import registers more subcommands (kept lazy: `cg-train --help` stays fast).
-SUBCOMMAND_MODULES: list[str] = ["cg_train.paths.cli"]
+SUBCOMMAND_MODULES: list[str] = [
+    "cg_train.subset",
+    "cg_train.datasets_cli",
+    "cg_train.paths.cli",
+]
 
 
 class Parser(argparse.ArgumentParser):
@@ -127,8 +131,14 @@ def train_main(argv: Sequence[str]) -> int:
         print(to_yaml(cfg), end="")
         return 0
     from .engine import run
+    from .engine.preemption import TrainingInterrupted
 
-    run(cfg)
+    try:
+        run(cfg)
+    except TrainingInterrupted as stop:  # SIGTERM/SIGUSR2: a checkpoint was saved at a step boundary
+        if _is_rank_zero():
+            print(f"cg-train: {stop}; continue the run with the same command plus --resume", file=sys.stderr)
+        return stop.exit_code
     return 0
 
 

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -78,6 +78,16 @@ class DataConfig:
                                      "resize + center crop, no randomness)", "--random-augmentations")
     sample_size: int = opt(50000, "size of the pristine / corrupt / train_sample evaluation subsets "
                            "(capped at what exists)", "--sample-size", check=at_least(0))
+    test_split: str = opt("val", "split evaluated as 'test' (clothing1m/clothing100k also have 'test', "
+                          "their clean test set; see `cg-train datasets`)", "--test-split")
+    listing_cache: Optional[str] = opt(
+        None, "keep class-folder listings in DIR and list again only folders that changed (ImageNet's 1.28M "
+        "train files: ~5 s per start on a local disk, minutes on NFS, on every rank)", "--listing-cache",
+        metavar="DIR")
+    dali_threads: Optional[int] = opt(None, "--loader dali: decoding threads per process (default: "
+                                      "--workers, at least 1)", "--dali-threads", check=at_least(1))
+    dali_prefetch: int = opt(2, "--loader dali: batches prepared ahead (DALI's prefetch queue depth)",
+                             "--dali-prefetch", check=at_least(1))
 
 
 @dataclass
@@ -97,9 +107,11 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = opt("SGD", "optimizer (see `cg-train list optimizers`)", "--optimizer")
+    optimizer: str = opt("SGD", "optimizer: SGD, or RM3 (step along the median of the last 3 mini-batch "
+                         "gradients, seed 004; needs --momentum 0 and keeps 3 gradient copies per parameter: "
+                         "3x the model's size in extra memory); see `cg-train list optimizers`", "--optimizer")
     lr: float = opt(0.1, "initial learning rate", "--lr", "--learning-rate", check=at_least(0.0))
-    momentum: float = opt(0.9, "SGD momentum", "--momentum", check=in_range(0.0, 1.0, hi_open=True))
+    momentum: float = opt(0.9, "SGD momentum (RM3 needs 0)", "--momentum", check=in_range(0.0, 1.0, hi_open=True))
     weight_decay: float = opt(1e-4, "weight decay (L2 added to the gradient)", "--weight-decay", "--wd",
                               check=at_least(0.0))
 
@@ -126,6 +138,9 @@ class TrainConfig:
     print_freq: int = opt(10, "log the training loss to train.csv every N steps", "-p", "--print-freq",
                           check=at_least(1))
     cpu: bool = opt(False, "train on CPU even when CUDA is available", "--cpu")
+    deepspeed: Optional[str] = opt(None, "train through DeepSpeed ZeRO with this config (launch/deepspeed/"
+                                   "zero1.json or zero2.json; pays off for large models, not for ResNets)",
+                                   "--deepspeed", metavar="FILE.json")
     progress: bool = opt(True, "show tqdm progress bars (main process only)", "--progress")
 
 
@@ -222,14 +237,23 @@ def load_yaml(path: str | os.PathLike) -> DictConfig:
     return loaded
 
 
+def full_key(key: str) -> str:
+    """``epochs`` -> ``train.epochs`` when the leaf name is unique in the schema; other keys unchanged.
+
+    Dashes are allowed, so seed 004's ``weight-decay=0.0`` typo works.
+    """
+    if "." not in key:
+        matches = [k for k in all_keys() if k.split(".", 1)[1] == key.replace("-", "_")]
+        if len(matches) == 1:
+            return matches[0]
+    return key
+
+
 def parse_override(item: str) -> DictConfig:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=0.05)")
-    if "." not in key:
-        matches = [k for k in all_keys() if k.split(".", 1)[1] == key]
-        if len(matches) == 1:
-            key = matches[0]
+    key = full_key(key)
     try:
         return OmegaConf.from_dotlist([f"{key}={value}"])
     except OmegaConfBaseException as exc:
@@ -237,11 +261,18 @@ def parse_override(item: str) -> DictConfig:
 
 
 def build_config(yaml_files: list[str] = (), overrides: list[str] = (),
-                 flags: Optional[dict[str, Any]] = None) -> Config:
-    """Merge defaults, YAML files, ``key=value`` overrides and parsed flags; validate; return a Config."""
+                 flags: Optional[dict[str, Any]] = None,
+                 mappings: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> Config:
+    """Merge defaults, YAML files, ``mappings``, ``key=value`` overrides and parsed flags; validate.
+
+    ``mappings`` are (source name, nested dict) pairs such as a sweep's inline base
+    and one point of its axes; the source name appears in error messages.
+    """
     cfg: DictConfig = OmegaConf.structured(Config)
     for path in yaml_files:
         cfg = _merge(cfg, load_yaml(path), f"--config {path}")
+    for source, mapping in mappings:
+        cfg = _merge(cfg, OmegaConf.create(dict(mapping)), source)
     for item in overrides:
         cfg = _merge(cfg, parse_override(item), f"override {item!r}")
     if flags:
@@ -251,12 +282,17 @@ def build_config(yaml_files: list[str] = (), overrides: list[str] = (),
     return config
 
 
-def _flags_to_conf(flags: dict[str, Any]) -> DictConfig:
+def nest_keys(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"optim.lr": 0.1}`` -> ``{"optim": {"lr": 0.1}}``."""
     nested: dict[str, dict[str, Any]] = {}
-    for key, value in flags.items():
+    for key, value in values.items():
         section, name = key.split(".", 1)
         nested.setdefault(section, {})[name] = value
-    return OmegaConf.create(nested)
+    return nested
+
+
+def _flags_to_conf(flags: dict[str, Any]) -> DictConfig:
+    return OmegaConf.create(nest_keys(flags))
 
 
 def validate(cfg: Config) -> None:

@@ -17,6 +17,16 @@ from typing import Any, Iterator, Sequence
 from .errors import CgTrainError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of files written atomically: what ``open()`` would give (mkstemp alone gives 0600).
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _disk_error(path: Path, exc: OSError) -> CgTrainError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return CgTrainError(f"no space left on the device holding {path}: free some space and re-run "
@@ -36,6 +46,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -71,6 +73,30 @@ def run_cli(*args: str, env: Optional[dict[str, str]] = None, timeout: int = 600
                           env=full_env, timeout=timeout, cwd=REPO)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+#: accelerate's CPU multi-process recipe: --cpu alone starts one process, ACCELERATE_USE_CPU + --multi_gpu N
+CPU_ENV = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def accelerate_command(*args: str) -> list[str]:
+    return [*ACCELERATE, "--main_process_port", str(free_port()), *args]
+
+
+def accelerate_launch(*args: str, processes: int = 2, env: Optional[dict[str, str]] = None) -> None:
+    """``accelerate launch`` on CPU with ``processes`` processes (gloo); ``args`` follow the launcher's flags."""
+    cmd = accelerate_command("--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", *args)
+    result = subprocess.run(cmd, cwd=REPO, env={**os.environ, **CPU_ENV, **(env or {})}, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
 def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
@@ -88,3 +114,27 @@ def kill_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 300) -
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+#: seed 004's CSVs: one row per logged training step, and one per evaluation of each phase
+ALL_CSVS = ("train", "pristine", "corrupt", "train_sample", "test")
+
+
+def assert_same_up_to_rounding(single: Path, multi: Path) -> None:
+    """The CSVs of a multi-process run against a 1-process run of a model without BatchNorm."""
+    a, b = pd.read_parquet(single / "corruption.parquet"), pd.read_parquet(multi / "corruption.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    for name in ALL_CSVS:
+        one, two = read_csv(single / f"{name}.csv"), read_csv(multi / f"{name}.csv")
+        keys = [c for c in ("epoch", "step", "count") if c in one]
+        pd.testing.assert_frame_equal(one[keys], two[keys], obj=name)
+        np.testing.assert_allclose(one.loss, two.loss, rtol=1e-3, err_msg=name)
+        if "acc1" in one:
+            # at most one sample may flip on a tie in rounding
+            assert (abs(one.acc1 - two.acc1) <= 100 / one["count"] + 1e-9).all(), name
+
+
+def assert_same_csvs(a: Path, b: Path) -> None:
+    """Bit-identical CSVs, and no (epoch[, step]) row twice: nothing lost, nothing duplicated."""
+    for name in ALL_CSVS:
+        df = read_csv(a / f"{name}.csv")
+        pd.testing.assert_frame_equal(df, read_csv(b / f"{name}.csv"), check_exact=True, obj=name)
+        assert not df.duplicated(["epoch", "step"] if name == "train" else ["epoch"]).any(), name

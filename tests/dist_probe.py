@@ -1,5 +1,7 @@
 """Run under `accelerate launch`: dump, per rank, the indices and labels this rank's loaders yield.
 
+Usage: dist_probe.py DATA_DIR OUT_DIR [LOADER]  (LOADER: torchvision, the default, or dali)
+
 Used by test_distributed.py to check, in a real multi-process run, that ranks see
 disjoint data covering the whole set and compute identical label corruption.
 """
@@ -15,10 +17,11 @@ from cg_train.config import build_config
 from cg_train.data.bundle import build_data
 
 
-def main(data_dir: str, out_dir: str) -> None:
+def main(data_dir: str, out_dir: str, loader: str = "torchvision") -> None:
     accelerator = Accelerator(cpu=True)
     cfg = build_config(overrides=[f"data.dir={data_dir}", "noise.corrupt_fraction=0.5", "data.batch_size=32",
-                                  "data.workers=1", "data.sample_size=40", "model.arch=simple_cnn"])
+                                  "data.workers=1", "data.sample_size=40", "model.arch=simple_cnn",
+                                  f"data.loader={loader}"])
     data = build_data(cfg, 32, 32, accelerator.process_index, accelerator.num_processes, accelerator.device)
     report = {"world_size": accelerator.num_processes, "rank": accelerator.process_index,
               "distributed_type": str(accelerator.distributed_type),
@@ -33,4 +36,4 @@ def main(data_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

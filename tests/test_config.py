@@ -90,3 +90,15 @@ def test_print_config_is_valid_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     printed = OmegaConf.create(capsys.readouterr().out)
     assert printed.model.arch == "cifar_resnet20" and printed.data.dir == "/data"
     assert set(printed.keys()) == {f for f in Config.__dataclass_fields__}
+
+
+def test_atomic_writes_get_ordinary_file_modes(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from cg_train.io import FILE_MODE, atomic_write_text
+
+    atomic_write_text(tmp_path / "atomic.txt", "same mode as open() gives, not mkstemp's 0600\n")
+    (tmp_path / "plain.txt").write_text("plain\n")
+    mode = stat.S_IMODE(os.stat(tmp_path / "atomic.txt").st_mode)
+    assert mode == FILE_MODE == stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)

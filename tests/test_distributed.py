@@ -2,43 +2,27 @@
 
 `accelerate launch --cpu --num_processes 2` starts ONE process and `--multi_gpu` without CPU mode
 starts two that each train alone; ACCELERATE_USE_CPU=true with --multi_gpu is what really runs
-2-process DDP here, so every test asserts the world size it got.
+2-process DDP here, and so do launch/accelerate's configs with cg-train's --cpu (each process then asks
+accelerate for gloo). Every test asserts the world size it got.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+import pytest
 from omegaconf import OmegaConf
 
-from conftest import FAST, REPO, read_csv, train
-
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import (ACCELERATE, FAST, REPO, accelerate_command, accelerate_launch as launch,
+                      assert_same_up_to_rounding, free_port, train)
 
 
-def launch(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    cmd = [*ACCELERATE, "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-           "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", *args]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def test_two_ranks_see_disjoint_data_and_identical_corruption(mnist_small: Path, tmp_path: Path) -> None:
-    launch(str(REPO / "tests" / "dist_probe.py"), str(mnist_small), str(tmp_path))
+@pytest.mark.parametrize("loader", ["torchvision", "dali"])
+def test_two_ranks_see_disjoint_data_and_identical_corruption(mnist_small: Path, tmp_path: Path,
+                                                              loader: str) -> None:
+    launch(str(REPO / "tests" / "dist_probe.py"), str(mnist_small), str(tmp_path), loader)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in reports] == [2, 2] and [r["rank"] for r in reports] == [0, 1]
     assert all("MULTI_CPU" in r["distributed_type"] for r in reports)
@@ -55,23 +39,41 @@ def test_two_ranks_see_disjoint_data_and_identical_corruption(mnist_small: Path,
     assert reports[0]["phases"]["train@0"] != reports[0]["phases"]["train@1"]  # reshuffled per epoch
 
 
-def test_two_process_training_matches_one_process(mnist_small: Path, tmp_path: Path) -> None:
-    # simple_cnn has no BatchNorm, so splitting a batch over processes changes nothing but rounding
-    args = ["--epochs", "2", "--corrupt-fraction", "0.5", "--sample-size", "50", "--print-freq", "1",
-            "--batch-size", "30"]
-    single, double = tmp_path / "one", tmp_path / "two"
-    assert train(mnist_small, single, *args) == 0
-    launch("-m", "cg_train", str(mnist_small), "--output-dir", str(double), *FAST, *args)
+ARGS = ["--epochs", "2", "--corrupt-fraction", "0.5", "--sample-size", "50", "--print-freq", "1",
+        "--batch-size", "30", "--cpu"]
+CONFIGS = REPO / "launch" / "accelerate"
 
+
+@pytest.fixture(scope="module")
+def one_process_run(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("one") / "run"
+    assert train(mnist_small, out, *ARGS) == 0
+    assert OmegaConf.load(out / "config.yaml").meta.world_size == 1
+    return out
+
+
+def launch_machines(machines: int, train_args: list[str]) -> None:
+    """2 processes with launch/accelerate's configs: cpu.yaml on one machine, or one launcher per "machine"
+    on loopback with multinode_8gpu.yaml (--num_processes is the total, as on a real cluster)."""
+    if machines == 1:
+        commands = [accelerate_command("--config_file", str(CONFIGS / "cpu.yaml"), *train_args)]
+    else:
+        port = str(free_port())
+        commands = [[*ACCELERATE, "--config_file", str(CONFIGS / "multinode_8gpu.yaml"), "--num_machines", "2",
+                     "--num_processes", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+                     "--main_process_port", port, *train_args] for rank in range(machines)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for cmd in commands]
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * len(procs), "\n".join(o[-3000:] for o in outputs)
+
+
+@pytest.mark.parametrize("machines", [1, 2], ids=["one-machine", "two-machines-on-loopback"])
+def test_two_process_training_matches_one_process(one_process_run: Path, mnist_small: Path, tmp_path: Path,
+                                                  machines: int) -> None:
+    # simple_cnn has no BatchNorm, so splitting a batch over processes changes nothing but rounding
+    double = tmp_path / "two"
+    launch_machines(machines, ["-m", "cg_train", str(mnist_small), "--output-dir", str(double), *FAST, *ARGS])
     assert OmegaConf.load(double / "config.yaml").meta.world_size == 2
-    assert OmegaConf.load(single / "config.yaml").meta.world_size == 1
-    a, b = pd.read_parquet(single / "corruption.parquet"), pd.read_parquet(double / "corruption.parquet")
-    pd.testing.assert_frame_equal(a, b)
-    for name in ("train", "pristine", "corrupt", "train_sample", "test"):
-        one, two = read_csv(single / f"{name}.csv"), read_csv(double / f"{name}.csv")
-        keys = [c for c in ("epoch", "step", "count") if c in one]
-        pd.testing.assert_frame_equal(one[keys], two[keys], obj=name)
-        np.testing.assert_allclose(one.loss, two.loss, rtol=1e-3, err_msg=name)
-        if "acc1" in one:
-            # at most one sample may flip on a tie in rounding
-            assert (abs(one.acc1 - two.acc1) <= 100 / one["count"] + 1e-9).all(), name
+    assert_same_up_to_rounding(one_process_run, double)

@@ -6,7 +6,10 @@ computed with NumPy.
 """
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -22,7 +25,7 @@ from cg_train.cli import main
 from cg_train.data.readers import DATASETS
 from cg_train.data.transforms import eval_transform
 from cg_train.models import build_model
-from conftest import FAST, kill_when, read_csv, train
+from conftest import FAST, REPO, kill_when, read_csv, train
 from test_distributed import launch
 
 K = 10  # classes of the MNIST fixture
@@ -119,6 +122,8 @@ def test_path_logs_match_an_independent_recomputation(mnist_small: Path, tmp_pat
     assert learned["index"].tolist() == sorted(np.flatnonzero(final.argmax(axis=1) == observed).tolist())
     assert (learned["path"] == record["path"][learned["index"]].to_numpy()).all()
     assert (learned["label"] == observed[learned["index"]]).all()
+    assert main(["subset", str(mnist_small), str(tmp_path / "easy"), str(out / "learned_examples.csv")]) == 0
+    assert len(list((tmp_path / "easy" / "train").rglob("*.jpg"))) == len(learned)  # what `cg-train subset` reads
 
     # seed 002: train_log.csv from the logged training rows, results_valid.csv from the final model
     log = read_csv(out / "train_log.csv")
@@ -216,3 +221,32 @@ def test_two_ranks_log_each_sample_once_per_epoch(mnist_small: Path, tmp_path: P
     assert main(["paths", "merge", str(out), str(tmp_path / "merged.parquet")]) == 0
     merged = pd.read_parquet(tmp_path / "merged.parquet")
     assert len(merged) == 600 and set(merged["rank"]) == {0, 1}
+
+
+def test_sigterm_mid_epoch_checkpoint_keeps_the_path_logs_exact(mnist_small: Path, tmp_path: Path) -> None:
+    """A preemption checkpoint in the middle of an epoch: the logs reach exactly its step, and resume from it."""
+    args = ["--epochs", "1", "--seed", "5", "--batch-size", "10", *ALL]
+    reference = tmp_path / "reference"
+    assert train(mnist_small, reference, *args) == 0
+
+    stopped = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "cg_train", str(mnist_small), "--output-dir", str(stopped), *FAST, *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    epoch_0 = stopped / "paths" / "epoch=0" / "rank=0"  # parts of 64 rows: the first one is out after 7 steps
+    while not (epoch_0.is_dir() and any(epoch_0.glob("part-*.parquet"))):
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    step = torch.load(stopped / "checkpoint.pth.tar", weights_only=False)["train_state"]["step"]
+    assert 0 < step < 30
+    logged = read_paths(stopped)  # flushed by the checkpoint: every step before it, nothing after
+    assert sorted(logged["step"].unique()) == list(range(step)) and len(logged) == 10 * step
+
+    assert train(mnist_small, stopped, *args, "--resume") == 0
+    for name in ("paths", "paths_eval"):
+        pd.testing.assert_frame_equal(read_paths(stopped, name), read_paths(reference, name), obj=name)
+    for name in ("train_log.csv", "learned_examples.csv", "not_learned_examples.csv"):
+        assert (stopped / name).read_bytes() == (reference / name).read_bytes(), name
+    np.testing.assert_array_equal(np.load(stopped / "p_smoothing.npy"), np.load(reference / "p_smoothing.npy"))

@@ -14,10 +14,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import FAST, REPO, read_csv, train
+from conftest import FAST, REPO, assert_same_csvs, read_csv, train
 
 EVAL_CSVS = ("pristine", "corrupt", "train_sample", "test")
-ALL_CSVS = ("train", *EVAL_CSVS)
 
 
 def test_seed_004_csvs_and_corruption_record(mnist_small: Path, tmp_path: Path) -> None:
@@ -53,15 +52,6 @@ def test_seed_004_csvs_and_corruption_record(mnist_small: Path, tmp_path: Path) 
     assert ckpt["epoch"] == 2 and ckpt["train_state"]["evaluated_epoch"] == 2
 
 
-def _csvs(out: Path) -> dict[str, pd.DataFrame]:
-    return {name: read_csv(out / f"{name}.csv") for name in ALL_CSVS}
-
-
-def _assert_same_csvs(a: Path, b: Path) -> None:
-    for name, df in _csvs(a).items():
-        pd.testing.assert_frame_equal(df, read_csv(b / f"{name}.csv"), check_exact=True, obj=name)
-
-
 def test_killed_run_resumes_to_the_same_csvs(mnist_small: Path, tmp_path: Path) -> None:
     args = ["--epochs", "3", "--corrupt-fraction", "0.5", "--sample-size", "50", "--print-freq", "1", "--seed", "7"]
     reference = tmp_path / "reference"
@@ -83,10 +73,7 @@ def test_killed_run_resumes_to_the_same_csvs(mnist_small: Path, tmp_path: Path) 
     assert (read_csv(killed / "pristine.csv").epoch.max()) < 3  # it really was cut short
 
     assert train(mnist_small, killed, *args, "--resume") == 0
-    _assert_same_csvs(reference, killed)
-    for name, df in _csvs(killed).items():
-        keys = ["epoch", "step"] if name == "train" else ["epoch"]
-        assert not df.duplicated(keys).any(), name
+    assert_same_csvs(reference, killed)
 
 
 def test_resume_with_more_epochs_continues_without_duplicates(mnist_small: Path, tmp_path: Path) -> None:
@@ -94,10 +81,10 @@ def test_resume_with_more_epochs_continues_without_duplicates(mnist_small: Path,
     assert train(mnist_small, tmp_path / "two", "--epochs", "2", *args) == 0
     assert train(mnist_small, tmp_path / "one", "--epochs", "1", *args) == 0
     assert train(mnist_small, tmp_path / "one", "--epochs", "2", *args, "--resume") == 0
-    _assert_same_csvs(tmp_path / "two", tmp_path / "one")
+    assert_same_csvs(tmp_path / "two", tmp_path / "one")
     # resuming a finished run adds nothing
     assert train(mnist_small, tmp_path / "one", "--epochs", "2", *args, "--resume") == 0
-    _assert_same_csvs(tmp_path / "two", tmp_path / "one")
+    assert_same_csvs(tmp_path / "two", tmp_path / "one")
 
 
 def test_existing_run_is_never_overwritten(mnist_small: Path, tmp_path: Path,

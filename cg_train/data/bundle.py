@@ -13,6 +13,7 @@ from ..noise import corrupt_labels, is_corrupt
 from .loaders import LOADERS, Loader, LoaderSpec
 from .manifest import UNKNOWN_LABEL, Manifest
 from .readers import DATASETS
+from .readers.listing import listing_cache
 from .subsets import eval_subsets
 
 if TYPE_CHECKING:
@@ -44,8 +45,9 @@ def read_manifests(cfg: "Config") -> tuple[Manifest, Manifest]:
     if not cfg.data.dir:
         raise DataError("no dataset given: pass DATA_DIR (e.g. cg-train /imagenet ...) or set data.dir")
     reader = DATASETS.get(cfg.data.dataset)
-    train = reader(cfg.data.dir, "train")
-    test = reader(cfg.data.test_dir or cfg.data.dir, "val", classes=train.classes)
+    with listing_cache(cfg.data.listing_cache):
+        train = reader(cfg.data.dir, "train")
+        test = reader(cfg.data.test_dir or cfg.data.dir, cfg.data.test_split, classes=train.classes)
     if len(train) == 0:
         raise DataError(f"the training split of {cfg.data.dir} is empty")
     return train, test
@@ -70,7 +72,8 @@ def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world
         return LoaderSpec(manifest=manifest, indices=indices, train=train_phase, batch_size=batch,
                           resize_size=resize_size, crop_size=crop_size,
                           random_augmentations=cfg.data.random_augmentations, workers=cfg.data.workers,
-                          seed=cfg.train.seed, rank=rank, world_size=world_size, device=device)
+                          seed=cfg.train.seed, rank=rank, world_size=world_size, device=device,
+                          dali_threads=cfg.data.dali_threads, prefetch=cfg.data.dali_prefetch)
 
     if len(train) < world_size:
         raise DataError(f"{len(train)} training samples cannot be shared by {world_size} processes")

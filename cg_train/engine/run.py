@@ -23,7 +23,8 @@ from ..models import MODELS, build_model
 from ..noise import is_corrupt, write_corruption_record
 from ..optim import build_optimizer, build_scheduler
 from ..recorders import RunContext, build_recorders
-from . import checkpoint
+from . import checkpoint, deepspeed_backend
+from .preemption import StopSignals
 from .trainer import Trainer
 
 log = logging.getLogger("cg_train")
@@ -56,6 +57,9 @@ def make_accelerator(cfg: Config) -> Accelerator:
     cpu = cfg.train.cpu or not torch.cuda.is_available()
     if cpu and cfg.train.mixed_precision == "fp16":
         raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 on CPU")
+    if cfg.train.deepspeed:
+        return Accelerator(mixed_precision=cfg.train.mixed_precision,
+                           **deepspeed_backend.accelerator_kwargs(cfg, cpu))
     return Accelerator(cpu=cpu, mixed_precision=cfg.train.mixed_precision)
 
 
@@ -89,7 +93,16 @@ def resolve_resume(cfg: Config, out: Path) -> Optional[Path]:
 
 
 def run(cfg: Config) -> Path:
-    """Train and evaluate as ``cfg`` says; return the output directory."""
+    """Train and evaluate as ``cfg`` says; return the output directory.
+
+    On SIGTERM/SIGUSR2 it saves a checkpoint within a few steps, at a step boundary, and raises
+    :class:`~cg_train.engine.preemption.TrainingInterrupted` (see preemption.py).
+    """
+    with StopSignals() as stop:
+        return _run(cfg, stop)
+
+
+def _run(cfg: Config, stop: StopSignals) -> Path:
     accelerator = make_accelerator(cfg)
     setup_logging(accelerator.is_main_process)
     out = Path(cfg.output.dir)
@@ -105,10 +118,12 @@ def run(cfg: Config) -> Path:
     scheduler = build_scheduler(optimizer, cfg)
     resume_from = resolve_resume(cfg, out)
     resume_state = checkpoint.load(resume_from) if resume_from is not None else None
+    if deepspeed_backend.uses_deepspeed(accelerator):
+        deepspeed_backend.configure(accelerator, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     ctx = RunContext(cfg, out, accelerator, data)
     recorders = build_recorders(ctx)
-    trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop)
+    trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop, stop)
     if resume_state is not None:
         trainer.check_resumable(resume_state, resume_from)
     accelerator.wait_for_everyone()  # every process has passed every check before anything is written
@@ -120,8 +135,10 @@ def run(cfg: Config) -> Path:
     accelerator.wait_for_everyone()
     setup_logging(accelerator.is_main_process, out / "log.txt")
     log.info("cg-train: %s on %d training samples of %d classes (%d corrupt), %d test samples; "
-             "%d process(es) on %s", cfg.model.arch, len(data.train), data.train.num_classes,
-             int(is_corrupt(data.train).sum()), len(data.test), accelerator.num_processes, accelerator.device)
+             "%d process(es) on %s%s", cfg.model.arch, len(data.train), data.train.num_classes,
+             int(is_corrupt(data.train).sum()), len(data.test), accelerator.num_processes, accelerator.device,
+             f", {type(model).__name__} (ZeRO stage {accelerator.state.deepspeed_plugin.zero_stage})"
+             if deepspeed_backend.uses_deepspeed(accelerator) else "")
     if resume_state is not None:
         trainer.load_checkpoint(resume_state, resume_from)
     else:

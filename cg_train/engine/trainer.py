@@ -4,16 +4,19 @@ Order per epoch, as in seed 004: evaluate every phase (pristine, corrupt,
 train_sample, test), then train one epoch; after the last epoch, evaluate once
 more. A checkpoint is written after each evaluation and after each training
 epoch, so a crash loses at most one phase of work and a resumed run neither
-repeats nor skips a CSV row.
+repeats nor skips a CSV row. On SIGTERM/SIGUSR2 (preemption) the loop stops within a
+few steps at an optimizer-step boundary, even mid-epoch, checkpoints and raises
+TrainingInterrupted; the resumed run continues at the next batch.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import signal
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn, Optional
 
 import numpy as np
 import torch
@@ -26,10 +29,14 @@ from ..data.loaders import Loader
 from ..data.manifest import Batch
 from ..errors import CgTrainError
 from ..recorders import Recorders, RunContext
-from . import checkpoint
+from . import checkpoint, deepspeed_backend
 from .evaluate import evaluate
+from .preemption import StopSignals, TrainingInterrupted
 
 log = logging.getLogger("cg_train")
+
+#: A stop request is read every this many steps: reading a GPU value waits for the GPU, so not every step.
+STOP_POLL_STEPS = 4
 
 
 @dataclass
@@ -50,10 +57,13 @@ def label_digest(ctx: RunContext) -> str:
 
 class Trainer:
     def __init__(self, ctx: RunContext, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, recorders: Recorders, crop_size: int):
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, recorders: Recorders, crop_size: int,
+                 stop: Optional[StopSignals] = None):
         self.ctx, self.cfg, self.accelerator = ctx, ctx.cfg, ctx.accelerator
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.recorders, self.crop_size = recorders, crop_size
+        self.stop = stop if stop is not None else StopSignals(signals=())
+        self.stopped_by: list[str] = []  # set when a checkpoint is saved because of a stop signal
         self.state = TrainState()
         self.digest = label_digest(ctx)
 
@@ -70,11 +80,13 @@ class Trainer:
         for epoch in range(self.state.epoch, epochs):
             if self.state.evaluated_epoch < epoch:
                 self.evaluate_all(epoch)
+                self.stop_if_requested()
             self.train_epoch(epoch)
             self.scheduler.step()
             self.state.epoch, self.state.step = epoch + 1, 0
             self.recorders.on_train_epoch_end(self.ctx, epoch)
             self.save_checkpoint()
+            self.stop_if_requested()
         if self.state.evaluated_epoch < epochs:
             self.evaluate_all(epochs)
         self.recorders.on_fit_end(self.ctx)
@@ -86,18 +98,24 @@ class Trainer:
         total = self.state.step + len(loader)
         sums = torch.zeros(2, dtype=torch.float64, device=self.accelerator.device)  # count, loss
         bar = progress_bar(total, f"epoch {epoch} train", self.progress, initial=self.state.step)
+        stopping = False
         for step, batch in enumerate(loader, start=self.state.step):
             batch = batch.to(self.accelerator.device)
             logits, losses, stats = self.train_step(batch, step, total)
-            sums += stats
+            sums += stats[:2]
             if len(batch.indices):
                 self.recorders.on_train_batch(self.ctx, epoch, step, batch, logits, losses)
             if step % self.cfg.train.print_freq == 0:
-                count, loss_sum = stats.tolist()
+                count, loss_sum = stats[:2].tolist()
                 loss = loss_sum / max(count, 1)
                 self.recorders.on_train_log(self.ctx, epoch, step, int(count), loss)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
             bar.update()
+            if step % STOP_POLL_STEPS == 0 and not stopping:
+                stopping = bool(stats[2].item())  # the same summed flag on every process
+            if stopping and self.ends_accumulation_group(step, total):
+                bar.close()
+                self.interrupt(next_step=step + 1)
         bar.close()
         self.report_skipped(epoch, "train", loader)
         count, loss_sum = sums.tolist()
@@ -109,7 +127,9 @@ class Trainer:
 
         The loss is scaled so that averaging gradients over W processes gives the
         mean over the *global* batch, even when processes hold unequal shares:
-        1 process and W processes then take the same optimizer step.
+        1 process and W processes then take the same optimizer step. The returned
+        stats (count, loss sum, stop requests) are summed over processes, so every
+        process sees the same stop decision at no extra communication.
         """
         accelerator, world = self.accelerator, self.ctx.world_size
         images, targets, weight = batch.images, batch.observed_labels, 1.0
@@ -118,15 +138,15 @@ class Trainer:
             images = torch.zeros(1, 3, self.crop_size, self.crop_size, device=accelerator.device)
             targets = torch.zeros(1, dtype=torch.int64, device=accelerator.device)
             weight = 0.0
-        accum = self.cfg.train.grad_accum_steps
-        group_start = step - step % accum
-        group_len = min(accum, total - group_start)
+        group_start, group_len = self.accumulation_group(step, total)
         sync = step - group_start == group_len - 1
         with nullcontext() if sync else accelerator.no_sync(self.model):
             logits = self.model(images)
             losses = F.cross_entropy(logits.float(), targets, reduction="none") * weight
             stats = torch.stack([torch.tensor(float(len(batch.indices)), dtype=torch.float64,
-                                              device=losses.device), losses.detach().sum().double()])
+                                              device=losses.device), losses.detach().sum().double(),
+                                 torch.tensor(float(self.stop.requested), dtype=torch.float64,
+                                              device=losses.device)])
             if world > 1:
                 stats = accelerator.reduce(stats, reduction="sum")
             loss = losses.sum() * (world / stats[0].clamp(min=1.0).float()) / group_len
@@ -135,6 +155,35 @@ class Trainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         return logits.detach(), losses.detach(), stats
+
+    def accumulation_group(self, step: int, total: int) -> tuple[int, int]:
+        """(first step, length) of the gradient-accumulation group holding ``step``; the last may be short."""
+        accum = self.cfg.train.grad_accum_steps
+        group_start = step - step % accum
+        return group_start, min(accum, total - group_start)
+
+    def ends_accumulation_group(self, step: int, total: int) -> bool:
+        group_start, group_len = self.accumulation_group(step, total)
+        return step == group_start + group_len - 1
+
+    # ------------------------------------------------------------------ preemption
+    def stop_if_requested(self) -> None:
+        """At an epoch or evaluation boundary: stop if any process was signalled."""
+        flag = torch.tensor([float(self.stop.requested)], device=self.accelerator.device)
+        if self.ctx.world_size > 1:
+            flag = self.accelerator.reduce(flag, reduction="sum")
+        if flag.item():
+            self.interrupt(next_step=self.state.step)
+
+    def interrupt(self, next_step: int) -> NoReturn:
+        """Checkpoint so that a resumed run starts at ``next_step`` of the current epoch, then stop."""
+        self.state.step = next_step
+        self.stopped_by = [signal.Signals(s).name for s in self.stop.received] or ["signal to another process"]
+        self.save_checkpoint()
+        stop = TrainingInterrupted(list(self.stop.received), self.state.epoch, next_step,
+                                   str(self.ctx.output_dir / checkpoint.LATEST))
+        log.info("%s: continue with --resume", stop)
+        raise stop
 
     def evaluate_all(self, epoch: int) -> None:
         model = self.accelerator.unwrap_model(self.model)
@@ -164,11 +213,14 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
         per_rank = {"rng": checkpoint.rng_state(), "recorders": self.recorders.state_dict()}
+        sharded = deepspeed_backend.shards_optimizer(self.accelerator)
+        if sharded:  # ZeRO: each process holds its own part of the optimizer state
+            per_rank["optimizer"] = self.optimizer.state_dict()
         ranks = gather_object([per_rank]) if self.ctx.world_size > 1 else [per_rank]
         return {
             "arch": self.cfg.model.arch,
             "state_dict": self.accelerator.unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if sharded else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "train_state": asdict(self.state),
             "epoch": self.state.epoch,
@@ -176,6 +228,7 @@ class Trainer:
             "label_digest": self.digest,
             "ranks": ranks,
             "config": to_dict(self.cfg),
+            "stopped_by": self.stopped_by,
         }
 
     def save_checkpoint(self, is_best: bool = False, name: str = checkpoint.LATEST) -> None:
@@ -201,16 +254,25 @@ class Trainer:
         if state.get("arch") != self.cfg.model.arch:
             raise CgTrainError(f"--resume: {path} holds a {state.get('arch')} model, not --arch "
                                f"{self.cfg.model.arch}: resume with the same --arch or use a new --output-dir")
+        sharded = state.get("optimizer", {}) is None
+        if sharded != deepspeed_backend.shards_optimizer(self.accelerator) or \
+                sharded and len(state["ranks"]) != self.ctx.world_size:
+            saved = f"DeepSpeed ZeRO on {len(state['ranks'])} process(es)" if sharded else "an unsharded optimizer"
+            raise CgTrainError(f"--resume: {path} holds {saved}: resume with the same --deepspeed config and "
+                               f"number of processes")
 
     def load_checkpoint(self, state: dict[str, Any], path: Any) -> None:
         self.check_resumable(state, path)
         self.accelerator.unwrap_model(self.model).load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        ranks = state["ranks"]
+        if state["optimizer"] is None:  # ZeRO: every process picks its own part from the list
+            self.optimizer.load_state_dict([r["optimizer"] for r in ranks])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.state = TrainState(**state["train_state"])
-        ranks = state["ranks"]
         mine = ranks[self.ctx.rank] if len(ranks) == self.ctx.world_size else ranks[0]
         checkpoint.set_rng_state(mine["rng"])
         self.recorders.load_state_dict(mine["recorders"])
-        log.info("resumed from %s: %d epoch(s) trained, next evaluation at epoch %d", path, self.state.epoch,
-                 self.state.evaluated_epoch + 1)
+        log.info("resumed from %s: %d epoch(s) and %d step(s) trained, next evaluation at epoch %d", path,
+                 self.state.epoch, self.state.step, self.state.evaluated_epoch + 1)

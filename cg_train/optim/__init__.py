@@ -66,3 +66,6 @@ def _cosine(optimizer: torch.optim.Optimizer, cfg: "Config") -> Any:
 @SCHEDULERS.register("constant", help="keep the initial LR")
 def _constant(optimizer: torch.optim.Optimizer, cfg: "Config") -> Any:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+from . import rm3  # noqa: E402,F401  (registers RM3)

@@ -13,12 +13,13 @@ A loader is built from a :class:`LoaderSpec` by a factory registered in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Protocol
+from typing import Callable, Iterator, NamedTuple, Optional, Protocol
 
 import numpy as np
 import torch
 
 from ...registry import Registry
+from .. import sharding
 from ..manifest import Batch, Manifest
 
 
@@ -42,6 +43,8 @@ class LoaderSpec:
     rank: int
     world_size: int
     device: torch.device
+    dali_threads: Optional[int] = None  # DALI CPU threads (default: workers, at least 1)
+    prefetch: int = 2  # batches a DALI pipeline prepares ahead
 
 
 class Loader(Protocol):
@@ -61,4 +64,14 @@ def per_process_eval_batch(spec: LoaderSpec) -> int:
     return max(1, -(-spec.batch_size // spec.world_size))
 
 
-from . import torchvision  # noqa: E402,F401  (registers)
+def epoch_plan(spec: LoaderSpec, epoch: int) -> list[np.ndarray]:
+    """This process's index array for every step of ``epoch``: what any backend must yield, in order."""
+    if spec.train:
+        order = spec.indices[sharding.epoch_order(len(spec.indices), spec.seed, epoch)]
+        return sharding.train_plan(order, spec.batch_size, spec.world_size, spec.rank)
+    mine = sharding.eval_shard(spec.indices, spec.world_size, spec.rank)
+    size = per_process_eval_batch(spec)
+    return [mine[i:i + size] for i in range(0, len(mine), size)]
+
+
+from . import dali, torchvision  # noqa: E402,F401  (register)

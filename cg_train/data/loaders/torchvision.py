@@ -8,10 +8,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .. import sharding
 from ..manifest import Batch, Manifest
 from ..transforms import eval_transform, train_transform
-from . import LOADERS, LoaderSpec, SkippedSample, per_process_eval_batch
+from . import LOADERS, LoaderSpec, SkippedSample, epoch_plan
 
 #: Seed stream of per-sample augmentations (see sharding.ORDER_STREAM).
 AUGMENT_STREAM = 2
@@ -94,20 +93,9 @@ class TorchvisionLoader:
             pin_memory=spec.device.type == "cuda",
             persistent_workers=spec.train and spec.workers > 0,
             prefetch_factor=4 if spec.workers > 0 else None)
-        self._eval_plan: Optional[list[np.ndarray]] = None
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        spec = self.spec
-        if spec.train:
-            order = spec.indices[sharding.epoch_order(len(spec.indices), spec.seed, epoch)]
-            plan = sharding.train_plan(order, spec.batch_size, spec.world_size, spec.rank)
-        else:
-            if self._eval_plan is None:
-                mine = sharding.eval_shard(spec.indices, spec.world_size, spec.rank)
-                size = per_process_eval_batch(spec)
-                self._eval_plan = [mine[i:i + size] for i in range(0, len(mine), size)]
-            plan = self._eval_plan
-        self.sampler.plan = plan[start_step:]
+        self.sampler.plan = epoch_plan(self.spec, epoch)[start_step:]
         self.sampler.epoch = epoch
         self.skipped = []
 

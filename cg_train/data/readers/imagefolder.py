@@ -8,18 +8,7 @@ from typing import Optional, Sequence
 from ...errors import DataError
 from ..manifest import Manifest
 from . import DATASETS
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def _images_under(folder: Path) -> list[str]:
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        found.extend(os.path.join(dirpath, name) for name in sorted(filenames)
-                     if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
-    return found
-
+from .listing import IMAGE_EXTENSIONS, class_listings
 
 def split_dir(root: str | os.PathLike, split: str, layout: str) -> Path:
     root = Path(root)
@@ -32,21 +21,27 @@ def split_dir(root: str | os.PathLike, split: str, layout: str) -> Path:
 
 
 def read_class_folders(folder: Path, split: str, classes: Optional[Sequence[str]] = None,
-                       root: Optional[str] = None) -> Manifest:
-    """Read ``folder/<class>/**/<image>``; class ids follow ``classes`` or the sorted folder names."""
+                       root: Optional[str] = None, only_known: bool = False) -> Manifest:
+    """Read ``folder/<class>/**/<image>``; class ids follow ``classes`` or the sorted folder names.
+
+    ``only_known``: read only the folders named in ``classes`` (e.g. 50 WebVision classes of ImageNet's val).
+    """
     found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
     if not found:
         raise DataError(f"{folder} has no class folders: expected {folder}/<class>/<image files>")
     names = list(classes) if classes is not None else found
     class_ids = {name: i for i, name in enumerate(names)}
+    if only_known:
+        found = [name for name in found if name in class_ids]
     unknown = [name for name in found if name not in class_ids]
     if unknown:
         raise DataError(f"{folder} has class folders the training set lacks ({', '.join(unknown[:5])}): "
                         f"train and test must use the same class names")
     files: list[str] = []
     labels: list[int] = []
+    listings = class_listings(folder, found)
     for name in found:
-        images = _images_under(folder / name)
+        images = listings[name]
         if not images:
             raise DataError(f"class folder {folder / name} has no images ({'/'.join(IMAGE_EXTENSIONS)}): "
                             f"add images or remove the folder")
@@ -60,4 +55,10 @@ IMAGEFOLDER_LAYOUT = "ROOT/train/<class>/<images> and ROOT/val/<class>/<images> 
 
 @DATASETS.register("imagefolder", help=IMAGEFOLDER_LAYOUT)
 def read_imagefolder(root: str, split: str, classes: Optional[Sequence[str]] = None) -> Manifest:
+    """Any dataset sorted into class folders (ImageNet's layout); class ids follow the sorted folder names.
+
+    ROOT/train/<class>/**/<image>      (.jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp)
+    ROOT/val/<class>/**/<image>
+    splits: the folder names under ROOT (train, val, ...)
+    """
     return read_class_folders(split_dir(root, split, IMAGEFOLDER_LAYOUT), split, classes, root=str(root))

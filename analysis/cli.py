@@ -1,0 +1,70 @@
+"""``cg-analyze EXPERIMENTS_DIR [--output DIR]``: seed 004's figures and a summary table for every experiment.
+
+``main(argv) -> int`` is the entry other tools call (``cg-launch collect``): it never raises or exits on
+bad experiment files or arguments, reports each problem as one ``cg-analyze: warning:`` line on stderr,
+and returns 0 when it wrote the figures, 2 (with one ``cg-analyze: error:`` line, or argparse's usage
+error) when there was nothing to plot or the arguments were wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from cg_train.errors import CgTrainError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cg-analyze", description="Plot seed 004's loss / top-1 curves (train vs test, pristine vs corrupt) "
+        "of every experiment folder under EXPERIMENTS_DIR, and a summary table of final and best values.")
+    parser.add_argument("experiments_dir", metavar="EXPERIMENTS_DIR",
+                        help="folder holding experiment folders (each with pristine/corrupt/train_sample/test.csv), "
+                             "searched recursively; it may itself be one experiment")
+    parser.add_argument("-o", "--output", "--outdir", dest="output", metavar="DIR",
+                        help="where to write the figures and summary (default: EXPERIMENTS_DIR, as seed 004)")
+    parser.add_argument("--format", dest="formats", default="pdf,png", metavar="pdf,png",
+                        help="comma-separated figure formats (default: pdf,png)")
+    parser.add_argument("--dpi", type=int, default=110, help="resolution of raster formats (default: 110)")
+    return parser
+
+
+def analyze(experiments_dir: Path, output: Path, formats: Sequence[str], dpi: int = 110) -> list[Path]:
+    """Load, report problems, write figures + summary; return the files written."""
+    from .cg_curves import write_figures
+    from .experiments import load_experiments
+    from .summary import summarize, write_summary
+
+    if not experiments_dir.is_dir():
+        raise CgTrainError(f"{experiments_dir} is not a directory: pass the folder that holds the experiment folders")
+    experiments, problems = load_experiments(experiments_dir)
+    for problem in problems:
+        print(f"cg-analyze: warning: {problem}", file=sys.stderr)
+    if not experiments:
+        raise CgTrainError(f"no experiment with readable pristine/corrupt/train_sample/test.csv under "
+                           f"{experiments_dir}: point cg-analyze at the folder that holds the runs' --output-dir")
+    written = write_figures(experiments, output, formats, dpi)
+    written += write_summary(summarize(experiments), output)
+    print(f"cg-analyze: {len(experiments)} experiment(s): {', '.join(e.name for e in experiments)}")
+    return written
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help, or a usage error already printed: a code, not an exit, for callers
+        return int(exc.code or 0)
+    formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
+    try:
+        written = analyze(Path(args.experiments_dir), Path(args.output or args.experiments_dir), formats, args.dpi)
+    except CgTrainError as exc:
+        print(f"cg-analyze: error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+def console_main() -> None:
+    sys.exit(main())

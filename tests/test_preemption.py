@@ -1,0 +1,56 @@
+"""SIGTERM mid-epoch (what SLURM preemption and `kill -TERM` send): checkpoint at a step boundary, exact resume."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from conftest import FAST, REPO, assert_same_csvs, read_csv, train
+
+
+def wait_for_train_rows(out: Path, epoch: int, rows: int, proc: subprocess.Popen) -> None:
+    """Until train.csv has ``rows`` rows of ``epoch`` (the run must still be going)."""
+    while True:
+        path = out / "train.csv"
+        done = read_csv(path) if path.exists() else pd.DataFrame({"epoch": []})
+        if (done.epoch == epoch).sum() >= rows:
+            return
+        assert proc.poll() is None, f"the run ended before it could be signalled:\n{proc.communicate()[1]}"
+        time.sleep(0.02)
+
+
+def test_sigterm_mid_epoch_saves_a_checkpoint_and_resumes_to_identical_csvs(mnist_small: Path,
+                                                                             tmp_path: Path) -> None:
+    # 300 samples, batch 10: 30 steps per epoch, an optimizer step every 2 (a stop waits for the group's end)
+    args = ["--epochs", "2", "--corrupt-fraction", "0.5", "--sample-size", "50", "--print-freq", "1",
+            "--seed", "3", "--batch-size", "10", "--grad-accum-steps", "2"]
+    reference = tmp_path / "reference"
+    assert train(mnist_small, reference, *args) == 0
+
+    stopped = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "cg_train", str(mnist_small), "--output-dir", str(stopped), *FAST, *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_train_rows(stopped, epoch=0, rows=3, proc=proc)
+    # frozen while the signal is queued, so it lands a few steps into epoch 0, whatever the machine's speed
+    os.kill(proc.pid, signal.SIGSTOP)
+    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=300)
+
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "cg-train: stopped by SIGTERM at epoch 0, step" in err and "plus --resume" in err, err
+    ckpt = torch.load(stopped / "checkpoint.pth.tar", weights_only=False, map_location="cpu")
+    state = ckpt["train_state"]
+    assert ckpt["stopped_by"] == ["SIGTERM"]
+    assert state["epoch"] == 0 and 3 <= state["step"] < 30 and state["step"] % 2 == 0, state  # mid-epoch, whole group
+    assert read_csv(stopped / "train.csv").step.tolist() == list(range(state["step"]))  # rows up to the checkpoint
+
+    assert train(mnist_small, stopped, *args, "--resume") == 0
+    assert_same_csvs(reference, stopped)
+    assert "resumed from" in (stopped / "log.txt").read_text()
