@@ -64,7 +64,7 @@ class DataConfig:
         None, "evaluate 'test' on the val split of this other dataset root (e.g. train on an easy "
         "subset, test on the original ImageNet)", "--test-imagenet-dir", "--test-dir", metavar="DIR")
     loader: str = opt("torchvision", "data loader backend (see `cg-train list loaders`)", "--loader")
-    workers: int = opt(4, "data-loading worker processes per training process", "-j", "--workers",
+    workers: int = opt(4, "data-loading worker processes per training process (at most the CPUs it may use)", "-j", "--workers",
                        check=at_least(0))
     batch_size: int = opt(256, "mini-batch size summed over all processes (as in seed 004); each of N "
                           "processes gets batch_size/N", "-b", "--batch-size", check=at_least(1))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -18,6 +20,8 @@ from .subsets import eval_subsets
 
 if TYPE_CHECKING:
     from ..config import Config
+
+log = logging.getLogger("cg_train")
 
 #: Evaluation phases in the order seed 004 runs them (and names its CSVs).
 EVAL_PHASES = ("pristine", "corrupt", "train_sample", "test")
@@ -39,6 +43,16 @@ class DataBundle:
         if phase not in self.extra_loaders:
             raise ValueError(f"no extra evaluation phase {phase!r}; known: {', '.join(self.extra_loaders)}")
         return self.extra_loaders[phase]()
+
+
+def usable_workers(requested: int) -> int:
+    """``--workers``, at most the CPUs this process may run on: more workers than cores only thrash
+    (the default of 4, seed 004's, would oversubscribe a 2-core laptop or CI runner)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested > cpus:
+        log.info("--workers %d lowered to %d: this process may use %d CPU(s)", requested, cpus, cpus)
+        return cpus
+    return requested
 
 
 def read_manifests(cfg: "Config") -> tuple[Manifest, Manifest]:
@@ -66,12 +80,13 @@ def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world
     subsets = eval_subsets(is_corrupt(train), train.true_labels != UNKNOWN_LABEL, cfg.data.sample_size,
                            cfg.train.seed)
     factory = LOADERS.get(cfg.data.loader)
+    workers = usable_workers(cfg.data.workers)
 
     def spec(manifest: Manifest, indices: np.ndarray, train_phase: bool) -> LoaderSpec:
         batch = cfg.data.batch_size if train_phase else (cfg.data.eval_batch_size or cfg.data.batch_size)
         return LoaderSpec(manifest=manifest, indices=indices, train=train_phase, batch_size=batch,
                           resize_size=resize_size, crop_size=crop_size,
-                          random_augmentations=cfg.data.random_augmentations, workers=cfg.data.workers,
+                          random_augmentations=cfg.data.random_augmentations, workers=workers,
                           seed=cfg.train.seed, rank=rank, world_size=world_size, device=device,
                           dali_threads=cfg.data.dali_threads, prefetch=cfg.data.dali_prefetch)
 

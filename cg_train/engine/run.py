@@ -7,6 +7,7 @@ output directory) runs before the first file is written.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -55,6 +56,10 @@ def setup_logging(is_main: bool, log_file: Optional[Path] = None) -> None:
 
 def make_accelerator(cfg: Config) -> Accelerator:
     cpu = cfg.train.cpu or not torch.cuda.is_available()
+    if cpu:
+        # accelerate imports DeepSpeed when it is installed; naming the CPU spares every run its
+        # "unable to detect a GPU" warning (an explicit DS_ACCELERATOR from the user still wins)
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if cpu and cfg.train.mixed_precision == "fp16":
         raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 on CPU")
     if cfg.train.deepspeed:
@@ -69,6 +74,15 @@ def input_sizes(cfg: Config) -> tuple[int, int]:
     crop = cfg.data.image_size or spec.crop_size
     resize = cfg.data.resize_size or round(crop * spec.resize_size / spec.crop_size)
     return resize, crop
+
+
+def result_files(out: Path) -> list[str]:
+    """What a finished run leaves for the user: the seed CSVs first, then the other tables and log folders."""
+    csvs = [f"{n}.csv" for n in ("train", *EVAL_PHASES) if (out / f"{n}.csv").exists()]
+    others = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                    if p.name not in csvs and not p.name.startswith(".")
+                    and (p.is_dir() or p.suffix in (".csv", ".parquet", ".npy", ".npz")))
+    return csvs + others
 
 
 def has_results(out: Path) -> bool:
@@ -147,7 +161,6 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
 
     trainer.fit()
     accelerator.wait_for_everyone()
-    log.info("done: CSVs in %s (%s)", out.resolve(),
-             ", ".join(f"{n}.csv" for n in ("train", *EVAL_PHASES) if (out / f"{n}.csv").exists()))
+    log.info("done: results in %s (%s)", out.resolve(), ", ".join(result_files(out)))
     accelerator.end_training()
     return out
