@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from conftest import FAST, REPO, assert_same_csvs, read_csv, train
@@ -25,11 +26,14 @@ def wait_for_train_rows(out: Path, epoch: int, rows: int, proc: subprocess.Popen
         time.sleep(0.02)
 
 
-def test_sigterm_mid_epoch_saves_a_checkpoint_and_resumes_to_identical_csvs(mnist_small: Path,
-                                                                             tmp_path: Path) -> None:
-    # 300 samples, batch 10: 30 steps per epoch, an optimizer step every 2 (a stop waits for the group's end)
+@pytest.mark.parametrize("optimizer, accum", [("SGD", 2), ("RM3", 1)], ids=["sgd-grad-accum", "rm3"])
+def test_sigterm_mid_epoch_saves_a_checkpoint_and_resumes_to_identical_csvs(mnist_small: Path, tmp_path: Path,
+                                                                             optimizer: str, accum: int) -> None:
+    # 300 samples, batch 10: 30 steps per epoch; with accumulation an optimizer step every 2 (a stop waits for
+    # the group's end); RM3's ring of the last 3 gradients must come back as it was, mid-epoch
     args = ["--epochs", "2", "--corrupt-fraction", "0.5", "--sample-size", "50", "--print-freq", "1",
-            "--seed", "3", "--batch-size", "10", "--grad-accum-steps", "2"]
+            "--seed", "3", "--batch-size", "10", "--grad-accum-steps", str(accum), "--optimizer", optimizer,
+            "--momentum", "0.9" if optimizer == "SGD" else "0"]
     reference = tmp_path / "reference"
     assert train(mnist_small, reference, *args) == 0
 
@@ -48,8 +52,11 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_and_resumes_to_identical_csvs(mnis
     ckpt = torch.load(stopped / "checkpoint.pth.tar", weights_only=False, map_location="cpu")
     state = ckpt["train_state"]
     assert ckpt["stopped_by"] == ["SIGTERM"]
-    assert state["epoch"] == 0 and 3 <= state["step"] < 30 and state["step"] % 2 == 0, state  # mid-epoch, whole group
+    assert state["epoch"] == 0 and 3 <= state["step"] < 30 and state["step"] % accum == 0, state  # mid-epoch, whole group
     assert read_csv(stopped / "train.csv").step.tolist() == list(range(state["step"]))  # rows up to the checkpoint
+    if optimizer == "RM3":  # the ring is in the checkpoint, with as many entries as steps taken (epoch 0 only)
+        counts = {entry["count"] for entry in ckpt["optimizer"]["state"].values()}
+        assert counts == {state["step"]}, counts
 
     assert train(mnist_small, stopped, *args, "--resume") == 0
     assert_same_csvs(reference, stopped)
