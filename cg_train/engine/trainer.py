@@ -21,7 +21,6 @@ from typing import Any, NoReturn, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate.utils import gather_object
 from ..progress import progress_bar
 
 from ..config import to_dict
@@ -205,9 +204,7 @@ class Trainer:
         self.save_checkpoint(is_best=is_best)
 
     def report_skipped(self, epoch: int, phase: str, loader: Loader) -> None:
-        skipped = list(loader.skipped)
-        if self.ctx.world_size > 1:
-            skipped = gather_object(skipped)
+        skipped = [sample for share in self.ctx.gather(list(loader.skipped)) for sample in share]
         self.recorders.on_skipped(self.ctx, epoch, phase, skipped)
 
     # ------------------------------------------------------------------ checkpoints
@@ -216,7 +213,7 @@ class Trainer:
         sharded = deepspeed_backend.shards_optimizer(self.accelerator)
         if sharded:  # ZeRO: each process holds its own part of the optimizer state
             per_rank["optimizer"] = self.optimizer.state_dict()
-        ranks = gather_object([per_rank]) if self.ctx.world_size > 1 else [per_rank]
+        ranks = self.ctx.gather(per_rank)
         return {
             "arch": self.cfg.model.arch,
             "state_dict": self.accelerator.unwrap_model(self.model).state_dict(),

@@ -47,7 +47,7 @@ import torch
 
 from ..errors import CgTrainError
 from ..io import atomic_path
-from .layout import EVAL_DIR, META_NUM_CLASSES, META_TOPK, TRAIN_DIR, list_parts
+from .layout import EVAL_DIR, META_NUM_CLASSES, META_TOPK, TRAIN_DIR, label_type, list_parts
 from .merge import find_parts, read_epochs
 
 TD_FILE = "training_dynamics.npz"
@@ -217,8 +217,7 @@ def export_td(run_dir: Path, out_dir: Path, top_n: int, source: str = "auto") ->
         fill_epoch(td, t, epoch_rows(table, k, num_classes), labels, num_classes)
     filled, never = fill_missing(td)
 
-    label_dtype = np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
-    write_td(out_dir, td, labels.astype(label_dtype))
+    write_td(out_dir, td, labels.astype(label_type(num_classes).to_pandas_dtype()))
     write_metadata(out_dir, record, source, epochs)
     return TdExport(source, epochs, n, top_n, k >= num_classes, filled, never)
 

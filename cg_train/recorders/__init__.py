@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import torch
+from accelerate.utils import gather_object
 
 from ..registry import Registry
 
@@ -59,6 +60,10 @@ class RunContext:
     @property
     def world_size(self) -> int:
         return self.accelerator.num_processes
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every process's ``obj``, in rank order, on every process (collective; no-op with one process)."""
+        return gather_object([obj]) if self.world_size > 1 else [obj]
 
 
 class Recorder:

@@ -17,7 +17,6 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from accelerate.utils import gather_object
 
 from ..data.bundle import TRAIN_ALL
 from ..data.manifest import Batch
@@ -51,7 +50,7 @@ class LearnedRecorder(Recorder):
         stats = concat([to_host(s) for s in self._stats], k=1)
         self._stats = []
         mine = (stats.index.astype(np.int64), stats.correct)
-        shares = gather_object([mine]) if ctx.world_size > 1 else [mine]
+        shares = ctx.gather(mine)
         if self.is_main:
             indices = np.concatenate([s[0] for s in shares])
             correct = np.concatenate([s[1] for s in shares])

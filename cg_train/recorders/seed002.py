@@ -17,7 +17,6 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 import torch
-from accelerate.utils import gather_object
 
 from ..data.manifest import Batch
 from ..io import CsvLog, atomic_path
@@ -63,7 +62,7 @@ class Seed002Recorder(Recorder):
             return
         mine = concat([to_host(s) for s in self._valid], k=1)
         self._valid = []
-        shares = gather_object([mine]) if ctx.world_size > 1 else [mine]
+        shares = ctx.gather(mine)
         if not self.is_main:
             self.pending = None
             return
