@@ -14,10 +14,8 @@ from typing import Optional
 
 import pandas as pd
 
-PHASES = ("pristine", "corrupt", "train_sample", "test")
-#: Files whose presence makes a folder an experiment (``train.csv`` is the per-step log).
-MARKERS = tuple(f"{name}.csv" for name in ("train", *PHASES))
-NUMERIC = ("epoch", "count", "loss", "acc1", "acc5")
+from cg_train.io import complete_lines
+from cg_train.results import EVAL_COLUMNS, EVAL_PHASES, RESULT_CSVS
 REQUIRED = ("epoch", "loss", "acc1")
 
 
@@ -42,7 +40,7 @@ def find_experiment_dirs(root: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        if any(name in filenames for name in MARKERS):
+        if any(name in filenames for name in RESULT_CSVS):
             found.append(Path(dirpath))
             dirnames[:] = []  # an experiment's own sub-folders (per-sample logs) are not experiments
     return found
@@ -56,7 +54,7 @@ def read_curve(path: Path) -> tuple[Optional[pd.DataFrame], list[str]]:
     data = path.read_bytes()
     notes = []
     if data and not data.endswith(b"\n"):
-        data = data[: data.rfind(b"\n") + 1]
+        data = complete_lines(data)
         notes.append(f"{name}: last line is cut off (dropped)")
     if not data.strip():
         return None, notes + [f"{name} is empty (skipped)"]
@@ -66,8 +64,8 @@ def read_curve(path: Path) -> tuple[Optional[pd.DataFrame], list[str]]:
         return None, notes + [f"{name} is not a readable CSV ({str(exc).splitlines()[0]}; skipped)"]
     if not set(REQUIRED) <= set(table.columns):
         return None, notes + [f"{name} has columns {','.join(map(str, table.columns))}, not "
-                              f"{','.join(NUMERIC)} (skipped)"]
-    for column in NUMERIC:
+                              f"{','.join(EVAL_COLUMNS)} (skipped)"]
+    for column in EVAL_COLUMNS:
         if column in table:
             table[column] = pd.to_numeric(table[column], errors="coerce")
     garbled = table.epoch.isna() | table.acc1.isna()
@@ -82,7 +80,7 @@ def read_curve(path: Path) -> tuple[Optional[pd.DataFrame], list[str]]:
 
 def load_experiment(path: Path, name: str) -> tuple[Experiment, list[Problem]]:
     experiment, problems = Experiment(name, path), []
-    for phase in PHASES:
+    for phase in EVAL_PHASES:
         curve, notes = read_curve(path / f"{phase}.csv")
         problems.extend(Problem(name, note) for note in notes)
         if curve is not None:

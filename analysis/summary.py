@@ -7,8 +7,9 @@ from typing import Sequence
 import pandas as pd
 
 from cg_train.io import atomic_path, atomic_write_text
+from cg_train.results import EVAL_PHASES
 
-from .experiments import PHASES, Experiment
+from .experiments import Experiment
 
 COLUMNS = ("experiment", "phase", "last_epoch", "final_loss", "final_acc1", "final_acc5", "best_acc1",
            "best_acc1_epoch", "min_loss")
@@ -17,7 +18,7 @@ COLUMNS = ("experiment", "phase", "last_epoch", "final_loss", "final_acc1", "fin
 def summarize(experiments: Sequence[Experiment]) -> pd.DataFrame:
     rows = []
     for experiment in experiments:
-        for phase in PHASES:
+        for phase in EVAL_PHASES:
             curve = experiment.curves.get(phase)
             if curve is None:
                 continue

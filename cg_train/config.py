@@ -276,7 +276,7 @@ def build_config(yaml_files: list[str] = (), overrides: list[str] = (),
     for item in overrides:
         cfg = _merge(cfg, parse_override(item), f"override {item!r}")
     if flags:
-        cfg = _merge(cfg, _flags_to_conf(flags), "command line")
+        cfg = _merge(cfg, OmegaConf.create(nest_keys(flags)), "command line")
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate(config)
     return config
@@ -289,10 +289,6 @@ def nest_keys(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         section, name = key.split(".", 1)
         nested.setdefault(section, {})[name] = value
     return nested
-
-
-def _flags_to_conf(flags: dict[str, Any]) -> DictConfig:
-    return OmegaConf.create(nest_keys(flags))
 
 
 def validate(cfg: Config) -> None:

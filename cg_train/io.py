@@ -86,13 +86,18 @@ def append_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise _disk_error(path, exc) from exc
 
 
+def complete_lines(data: bytes) -> bytes:
+    """``data`` without an unterminated trailing line (what a crash mid-append leaves)."""
+    return data[: data.rfind(b"\n") + 1]
+
+
 def repair_lines(path: Path) -> None:
     """Drop an unterminated trailing line left by a crash mid-append (atomically)."""
     if not path.exists():
         return
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
-        atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
+        atomic_write_bytes(path, complete_lines(data))
 
 
 class CsvLog:

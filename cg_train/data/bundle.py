@@ -12,6 +12,7 @@ import torch
 
 from ..errors import DataError
 from ..noise import corrupt_labels, is_corrupt
+from ..results import EVAL_PHASES
 from .loaders import LOADERS, Loader, LoaderSpec
 from .manifest import UNKNOWN_LABEL, Manifest
 from .readers import DATASETS
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cg_train")
 
-#: Evaluation phases in the order seed 004 runs them (and names its CSVs).
-EVAL_PHASES = ("pristine", "corrupt", "train_sample", "test")
 #: An extra phase that recorders may ask for: every training sample, evaluation transform, each once.
 TRAIN_ALL = "train_all"
 

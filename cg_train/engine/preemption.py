@@ -19,12 +19,17 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
 
+def signal_names(signals: list[int]) -> list[str]:
+    """``[15]`` -> ``["SIGTERM"]``: how checkpoints and messages name the signals that stopped a run."""
+    return [signal.Signals(s).name for s in signals]
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on a signal after saving a checkpoint that continues at the next batch."""
 
     def __init__(self, signals: list[int], epoch: int, step: int, checkpoint: str):
         self.signals, self.epoch, self.step, self.checkpoint = signals, epoch, step, checkpoint
-        names = "+".join(signal.Signals(s).name for s in signals) or "a signal to another process"
+        names = "+".join(signal_names(signals)) or "a signal to another process"
         super().__init__(f"stopped by {names} at epoch {epoch}, step {step}; checkpoint {checkpoint}")
 
     @property

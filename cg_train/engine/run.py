@@ -17,12 +17,13 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..config import Config, run_metadata, to_yaml
-from ..data.bundle import EVAL_PHASES, build_data
+from ..data.bundle import build_data
 from ..errors import CgTrainError, ConfigError
 from ..io import atomic_write_text
 from ..models import MODELS, build_model
 from ..noise import is_corrupt, write_corruption_record
 from ..optim import build_optimizer, build_scheduler
+from ..results import RESULT_CSVS
 from ..recorders import RunContext, build_recorders
 from . import checkpoint, deepspeed_backend
 from .preemption import StopSignals
@@ -78,7 +79,7 @@ def input_sizes(cfg: Config) -> tuple[int, int]:
 
 def result_files(out: Path) -> list[str]:
     """What a finished run leaves for the user: the seed CSVs first, then the other tables and log folders."""
-    csvs = [f"{n}.csv" for n in ("train", *EVAL_PHASES) if (out / f"{n}.csv").exists()]
+    csvs = [name for name in RESULT_CSVS if (out / name).exists()]
     others = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
                     if p.name not in csvs and not p.name.startswith(".")
                     and (p.is_dir() or p.suffix in (".csv", ".parquet", ".npy", ".npz")))
@@ -86,8 +87,7 @@ def result_files(out: Path) -> list[str]:
 
 
 def has_results(out: Path) -> bool:
-    return (out / checkpoint.LATEST).exists() or any((out / f"{n}.csv").exists()
-                                                     for n in ("train", *EVAL_PHASES))
+    return (out / checkpoint.LATEST).exists() or any((out / name).exists() for name in RESULT_CSVS)
 
 
 def resolve_resume(cfg: Config, out: Path) -> Optional[Path]:

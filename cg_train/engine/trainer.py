@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import signal
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -30,7 +29,7 @@ from ..errors import CgTrainError
 from ..recorders import Recorders, RunContext
 from . import checkpoint, deepspeed_backend
 from .evaluate import evaluate
-from .preemption import StopSignals, TrainingInterrupted
+from .preemption import StopSignals, TrainingInterrupted, signal_names
 
 log = logging.getLogger("cg_train")
 
@@ -142,10 +141,9 @@ class Trainer:
         with nullcontext() if sync else accelerator.no_sync(self.model):
             logits = self.model(images)
             losses = F.cross_entropy(logits.float(), targets, reduction="none") * weight
-            stats = torch.stack([torch.tensor(float(len(batch.indices)), dtype=torch.float64,
-                                              device=losses.device), losses.detach().sum().double(),
-                                 torch.tensor(float(self.stop.requested), dtype=torch.float64,
-                                              device=losses.device)])
+            count_and_stop = torch.tensor([float(len(batch.indices)), float(self.stop.requested)],
+                                          dtype=torch.float64, device=losses.device)  # one host-to-device copy
+            stats = torch.stack([count_and_stop[0], losses.detach().sum().double(), count_and_stop[1]])
             if world > 1:
                 stats = accelerator.reduce(stats, reduction="sum")
             loss = losses.sum() * (world / stats[0].clamp(min=1.0).float()) / group_len
@@ -177,7 +175,7 @@ class Trainer:
     def interrupt(self, next_step: int) -> NoReturn:
         """Checkpoint so that a resumed run starts at ``next_step`` of the current epoch, then stop."""
         self.state.step = next_step
-        self.stopped_by = [signal.Signals(s).name for s in self.stop.received] or ["signal to another process"]
+        self.stopped_by = signal_names(self.stop.received) or ["signal to another process"]
         self.save_checkpoint()
         stop = TrainingInterrupted(list(self.stop.received), self.state.epoch, next_step,
                                    str(self.ctx.output_dir / checkpoint.LATEST))

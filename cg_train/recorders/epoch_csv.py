@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..data.bundle import EVAL_PHASES
 from ..io import CsvLog
+from ..results import EVAL_COLUMNS, EVAL_PHASES, TRAIN_COLUMNS
 from . import RECORDERS, Recorder, RunContext
-
-TRAIN_COLUMNS = ("epoch", "step", "count", "loss")
-EVAL_COLUMNS = ("epoch", "count", "loss", "acc1", "acc5")
 
 
 class EpochCsvRecorder(Recorder):
