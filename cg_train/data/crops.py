@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Seed stream of per-sample augmentations (see sharding.ORDER_STREAM).
-AUGMENT_STREAM = 2
+from .sharding import AUGMENT_STREAM
+
 SCALE = (0.08, 1.0)
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
 TRIES = 10

@@ -209,13 +209,15 @@ def _start_building(src: Path, dst: Path, request: SubsetRequest, probe_source: 
         raise CgTrainError(f"{src} and {dst} are on different filesystems, and hardlinks cannot cross them: "
                            f"choose a destination on the filesystem that holds {src}")
     building = dst.parent / f".{dst.name}.partial"
-    if building.exists() and _read_record(building) is None and not any(building.iterdir()):
-        building.rmdir()  # interrupted right after its creation
     if building.exists():
-        if (_read_record(building) or {}).get("request") != asdict(request):
+        record = _read_record(building)
+        if record is None and not any(building.iterdir()):
+            building.rmdir()  # interrupted right after its creation
+        elif (record or {}).get("request") != asdict(request):
             raise CgTrainError(f"{building} holds an unfinished subset of another request: remove it, or re-run "
                                f"the command that started it")
-        return building
+        else:
+            return building
     dst.parent.mkdir(parents=True, exist_ok=True)
     building.mkdir()
     try:

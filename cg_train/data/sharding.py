@@ -17,6 +17,8 @@ import numpy as np
 
 #: Stream ids keep independent uses of one seed from sharing random numbers.
 ORDER_STREAM = 1
+#: Seed stream of per-sample augmentations (crops and the torchvision loader).
+AUGMENT_STREAM = 2
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:

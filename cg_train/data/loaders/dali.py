@@ -29,7 +29,7 @@ import logging
 import mmap
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -133,8 +133,9 @@ class DaliLoader:
         self.observed = torch.from_numpy(manifest.observed_labels)
         self.true = torch.from_numpy(manifest.true_labels)
         self.placeholder = _placeholder(self.encoded)
-        self.max_batch = (-(-spec.batch_size // spec.world_size) if spec.train
-                          else per_process_eval_batch(spec))
+        # the largest step of either phase: ceil(batch_size / world_size), the same for train and eval
+        # (batch_size >= 1, so per_process_eval_batch's max(1, ...) never changes it)
+        self.max_batch = per_process_eval_batch(spec)
         self.skipped: list[SkippedSample] = []
         self._steps: list[np.ndarray] = []
         self._epoch = 0
@@ -251,11 +252,7 @@ class DaliLoader:
             raise RuntimeError(f"DALI returned samples {got[:5]}... for a step that fed {expected[:5]}...")
         parts = [self._dali_images(images, len(dali_indices))] if len(dali_indices) else []
         positions = list(np.flatnonzero(step.to_dali))
-        for position in np.flatnonzero(~step.to_dali):
-            tensor = self._reference(int(step.indices[position]))
-            if tensor is not None:
-                parts.append(tensor.to(self.device).unsqueeze(0))
-                positions.append(position)
+        self._add_references(step.indices, np.flatnonzero(~step.to_dali), parts, positions)
         return self._batch(step.indices, np.asarray(positions, dtype=np.int64), parts)
 
     def _reference(self, index: int) -> Optional[torch.Tensor]:
@@ -264,13 +261,19 @@ class DaliLoader:
             self.skipped.append(SkippedSample(index, self.spec.manifest.source(index), error))
         return tensor
 
-    def _reference_batch(self, step: PreparedStep) -> Batch:
-        parts, positions = [], []
-        for position, index in enumerate(step.indices):
-            tensor = self._reference(int(index))
+    def _add_references(self, indices: np.ndarray, todo: Iterable[int], parts: list[torch.Tensor],
+                        positions: list) -> None:
+        """PIL-decode ``indices[todo]``: each decoded image goes to ``parts``, its position to ``positions``."""
+        for position in todo:
+            tensor = self._reference(int(indices[position]))
             if tensor is not None:
                 parts.append(tensor.to(self.device).unsqueeze(0))
                 positions.append(position)
+
+    def _reference_batch(self, step: PreparedStep) -> Batch:
+        parts: list[torch.Tensor] = []
+        positions: list = []
+        self._add_references(step.indices, range(len(step.indices)), parts, positions)
         return self._batch(step.indices, np.asarray(positions, dtype=np.int64), parts)
 
     def _batch(self, indices: np.ndarray, positions: np.ndarray, parts: list[torch.Tensor]) -> Batch:

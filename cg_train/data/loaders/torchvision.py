@@ -9,11 +9,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..manifest import Batch, Manifest
+from ..sharding import AUGMENT_STREAM
 from ..transforms import eval_transform, train_transform
 from . import LOADERS, LoaderSpec, SkippedSample, epoch_plan
-
-#: Seed stream of per-sample augmentations (see sharding.ORDER_STREAM).
-AUGMENT_STREAM = 2
 
 #: What a broken image file raises inside PIL (truncated, not an image, bad header, too large).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -11,7 +10,7 @@ from ...errors import DataError
 from ..manifest import Manifest
 from . import DATASETS
 from .files import check_split, dataset_root, first_existing, relabel
-from .listing import images_under
+from .listing import class_listings
 
 LAYOUT = "ROOT/256_ObjectCategories/<NNN.name>/*.jpg (ROOT may also be 256_ObjectCategories itself)"
 SPLITS = ("train", "val")
@@ -49,8 +48,9 @@ def read_caltech256(root: str, split: str, classes: Optional[Sequence[str]] = No
         raise DataError(f"{folder} has no class folders: expected {LAYOUT}")
     files: list[str] = []
     labels: list[int] = []
+    listings = class_listings(folder, names)
     for label, name in enumerate(names):
-        images = images_under(Path(folder, name))
+        images = listings[name]
         number = int(name.split(".", 1)[0]) if name.split(".", 1)[0].isdigit() else label + 1
         in_val = np.zeros(len(images), dtype=bool)
         in_val[val_positions(len(images), number)] = True

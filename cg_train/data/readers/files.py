@@ -61,6 +61,22 @@ def parse_int(text: str, path: Path) -> int:
         raise DataError(f"{path}: {text!r} is not an integer label: is this the original file?") from None
 
 
+def class_index(found: Sequence[str], classes: Optional[Sequence[str]], only_known: bool,
+                what: str) -> tuple[list[str], dict[str, int]]:
+    """Class names (``classes``, else the sorted ``found`` names) and ``{name: class id}``.
+
+    A found name outside ``classes`` is an error (``what``, e.g. "DIR has class folders", begins the
+    message) unless ``only_known``, in which case the caller drops it.
+    """
+    names = list(classes) if classes is not None else sorted(set(found))
+    class_ids = {name: i for i, name in enumerate(names)}
+    unknown = sorted({name for name in found if name not in class_ids})
+    if unknown and not only_known:
+        raise DataError(f"{what} the training set lacks ({', '.join(unknown[:5])}): "
+                        f"train and test must use the same class names")
+    return names, class_ids
+
+
 def relabel(labels: np.ndarray, names: Sequence[str], classes: Optional[Sequence[str]],
             where: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """Labels given as positions in ``names`` -> positions in ``classes`` (another split's class list)."""

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 from ...errors import DataError
 from ..manifest import Manifest
 from . import DATASETS
+from .files import class_index
 from .listing import IMAGE_EXTENSIONS, class_listings
 
 def split_dir(root: str | os.PathLike, split: str, layout: str) -> Path:
@@ -29,14 +30,9 @@ def read_class_folders(folder: Path, split: str, classes: Optional[Sequence[str]
     found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
     if not found:
         raise DataError(f"{folder} has no class folders: expected {folder}/<class>/<image files>")
-    names = list(classes) if classes is not None else found
-    class_ids = {name: i for i, name in enumerate(names)}
+    names, class_ids = class_index(found, classes, only_known, f"{folder} has class folders")
     if only_known:
         found = [name for name in found if name in class_ids]
-    unknown = [name for name in found if name not in class_ids]
-    if unknown:
-        raise DataError(f"{folder} has class folders the training set lacks ({', '.join(unknown[:5])}): "
-                        f"train and test must use the same class names")
     files: list[str] = []
     labels: list[int] = []
     listings = class_listings(folder, found)

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 from ...errors import DataError
 from ..manifest import Manifest
 from . import DATASETS
-from .files import read_lines
+from .files import class_index, read_lines
 from .imagefolder import read_class_folders, split_dir
 from .listing import IMAGE_EXTENSIONS
 
@@ -75,9 +75,10 @@ def flat_val_labels(root: Path) -> dict[str, str]:
                     f"{root / KAGGLE_LABELS} or {root / DEVKIT_DIR / DEVKIT_LABELS} (with meta.mat beside it)")
 
 
-def read_flat_split(folder: Path, root: Path, split: str, classes: Optional[Sequence[str]],
-                    only_known: bool) -> Manifest:
-    images = sorted(e.name for e in os.scandir(folder)
+def read_flat_split(folder: Path, entries: Sequence[os.DirEntry], root: Path, split: str,
+                    classes: Optional[Sequence[str]], only_known: bool) -> Manifest:
+    """A flat split: ``entries`` (``folder``'s, already scanned) labelled by the official val label file."""
+    images = sorted(e.name for e in entries
                     if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) and not e.name.startswith("."))
     if not images:
         raise DataError(f"{folder} has neither class folders nor images: expected {LAYOUT}")
@@ -87,13 +88,8 @@ def read_flat_split(folder: Path, root: Path, split: str, classes: Optional[Sequ
         raise DataError(f"{folder / missing[0]} (and {len(missing) - 1} more) has no label in the val label file: "
                         f"use the label file that belongs to these images")
     wnids = [wnid_of[Path(name).stem] for name in images]
-    names = list(classes) if classes is not None else sorted(set(wnids))
-    class_ids = {name: i for i, name in enumerate(names)}
+    names, class_ids = class_index(wnids, classes, only_known, f"{folder} has images of classes")
     keep = [i for i, w in enumerate(wnids) if w in class_ids] if only_known else range(len(images))
-    unknown = sorted({w for w in wnids if w not in class_ids})
-    if unknown and not only_known:
-        raise DataError(f"{folder} has images of classes the training set lacks ({', '.join(unknown[:5])}): "
-                        f"train and test must use the same class names")
     return Manifest.from_labels(split, names, [class_ids[wnids[i]] for i in keep],
                                 files=[str(folder / images[i]) for i in keep], root=str(root))
 
@@ -102,9 +98,11 @@ def read_imagenet_split(root: str, split: str, classes: Optional[Sequence[str]] 
                         only_known: bool = False) -> Manifest:
     """One split of an ImageNet tree; ``only_known`` keeps only the classes in ``classes`` (a subset's test)."""
     folder = split_dir(root, split, LAYOUT)
-    if any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(folder)):
+    with os.scandir(folder) as scan:
+        entries = list(scan)
+    if any(e.is_dir() and not e.name.startswith(".") for e in entries):
         return read_class_folders(folder, split, classes, root=str(root), only_known=only_known)
-    return read_flat_split(folder, Path(root), split, classes, only_known)
+    return read_flat_split(folder, entries, Path(root), split, classes, only_known)
 
 
 @DATASETS.register("imagenet", help="ImageNet-1k (ILSVRC2012): train/<wnid>/, val/ in class folders or flat "
