@@ -69,7 +69,8 @@ other commands: cg-train {subcommands} ... (cg-train COMMAND --help)
 METAVARS = {int: "N", float: "X", str: "NAME"}
 
 
-def _field_type(cls: type, name: str) -> type:
+def field_type(cls: type, name: str) -> type:
+    """The type of dataclass field ``name`` of ``cls``, with ``Optional[X]`` as ``X``."""
     hint = typing.get_type_hints(cls)[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if typing.get_origin(hint) is typing.Union and args else hint
@@ -98,7 +99,7 @@ def build_train_parser() -> Parser:
             if not flags:
                 continue
             key = f"{section.name}.{f.name}"
-            kind = _field_type(cls, f.name)
+            kind = field_type(cls, f.name)
             kwargs: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS,
                                       "help": f"{f.metadata['help']} [{key}{_default_text(f)}]"}
             if kind is bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import LaunchError
-from .records import LaunchDir
+from .records import HERE, LaunchDir
 from .status import format_status, launch_status
 
 
@@ -36,7 +36,7 @@ def finished_view(launch: LaunchDir, names: list[str]) -> Path:
         shutil.rmtree(view)  # only folders and links: the runs' files are never followed
     for name in names:
         run_dir = launch.run_dir(name)
-        folder = view / (run_dir.name if name == "." else name)
+        folder = view / (run_dir.name if name == HERE else name)
         folder.mkdir(parents=True)
         for entry in run_dir.iterdir():
             if not entry.name.startswith("."):

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from cg_train.cli import field_type
 from cg_train.errors import ConfigError
 
 EXECUTORS = ("slurm", "local", "debug")
@@ -60,9 +62,9 @@ class LaunchOptions:
 
 
 def value_type(f: dataclasses.Field) -> type:
-    """int, float, str or list of a field (annotations are strings here)."""
-    hint = str(f.type).replace("Optional[", "").rstrip("]")
-    return {"int": int, "float": float, "str": str}.get(hint, list)
+    """int, float, str or list of a field (``Optional[X]`` is ``X``)."""
+    kind = field_type(LaunchOptions, f.name)
+    return typing.get_origin(kind) or kind
 
 
 def add_launch_flags(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +94,7 @@ def resolve_options(flags: Mapping[str, Any], file_values: Mapping[str, Any], so
         if not fits(value, value_type(fields[key])):
             raise ConfigError(f"{source} {key}: {value!r} is not of type {value_type(fields[key]).__name__}")
     values = {**file_values, **{k: v for k, v in flags.items() if k in fields}}
-    for key in ("setup", "sbatch"):
+    for key in (name for name, f in fields.items() if f.metadata.get("repeat")):
         if isinstance(values.get(key), str):
             values[key] = [values[key]]
     opts = LaunchOptions(**values)

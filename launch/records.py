@@ -40,6 +40,7 @@ class LaunchDir:
         self.meta = self.root / ".launch"
         self.points_file = self.meta / "points.yaml"
         self.jobs = CsvLog(self.meta / "jobs.csv", JOB_COLUMNS)
+        self._jobs_header_checked = False  # jobs.csv's header is checked once, at the first add_jobs
         self.submitit = self.meta / "submitit" / "%j"  # submitit replaces %j by the job id
 
     def run_dir(self, point: str) -> Path:
@@ -59,7 +60,9 @@ class LaunchDir:
         atomic_write_text(self.points_file, yaml.safe_dump(points, sort_keys=False))
 
     def add_jobs(self, point_jobs: list[tuple[str, str]], executor: str) -> None:
-        self.jobs.ensure_header()
+        if not self._jobs_header_checked:
+            self.jobs.ensure_header()
+            self._jobs_header_checked = True
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.jobs.append(*[(point, job_id, executor, now) for point, job_id in point_jobs])
 

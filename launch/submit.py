@@ -17,7 +17,7 @@ from . import LaunchError
 from .executors import check_slurm, make_executor, submit_all
 from .job import TrainJob
 from .options import LaunchOptions
-from .records import LaunchDir
+from .records import HERE, LaunchDir
 from .status import PointStatus, launch_status
 from .sweep import Point
 
@@ -96,6 +96,6 @@ def submit_points(launch: LaunchDir, points: list[Point], opts: LaunchOptions) -
         print(f"{todo[i].name}: submitted as {opts.executor} job {job.job_id} -> {launch.run_dir(todo[i].name)}")
 
     submit_all(executor, opts, [TrainJob(p.cfg) for p in todo], record)
-    if launch.run_dir(points[0].name) != launch.root:
+    if points[0].name != HERE:
         print(f"follow it with: cg-launch status {launch.root}")
     return len(todo)

@@ -95,9 +95,8 @@ def load_sweep(path: str | Path, launch_dir: Path) -> Sweep:
         if name in points:
             raise ConfigError(f"{source}: two points would share the directory {name!r}: make the axis values "
                               f"differ by more than '/' or spaces")
-        mapping = nest_keys(values)
-        cfg = point_config(files, [*inline, (f"{source} (point {name})", mapping)], launch_dir / name,
-                           f"{source} (point {name})")
+        where = f"{source} (point {name})"
+        cfg = point_config(files, [*inline, (where, nest_keys(values))], launch_dir / name, where)
         points[name] = Point(name, values, cfg)
     return Sweep(list(points.values()), launch)
 
