@@ -131,6 +131,15 @@ def test_webvision_reads_google_and_flickr_with_unknown_true_labels(tmp_path: Pa
     assert all(Path(f).parent.name == "val_images_256" for f in val.files)
 
 
+@pytest.mark.parametrize("dataset", ["webvision", "webvision50"])
+def test_webvision_class_ids_beyond_synsets_are_an_error(tmp_path: Path, dataset: str) -> None:
+    webvision_tree(tmp_path)
+    google = tmp_path / "info" / "train_filelist_google.txt"
+    google.write_text(google.read_text() + "google/q0061/000000.jpg 60\n")  # synsets.txt has 60 lines: ids 0..59
+    with pytest.raises(DataError, match=r"train_filelist_google.txt has class id 60 but info/synsets.txt lists 60"):
+        DATASETS.get(dataset)(str(tmp_path), "train")
+
+
 def test_webvision50_is_the_first_50_classes_of_google_and_tests_on_imagenet_val(tmp_path: Path) -> None:
     web, imagenet = tmp_path / "webvision", tmp_path / "imagenet"
     lists = webvision_tree(web)

@@ -31,11 +31,15 @@ def read_synsets(root: Path) -> list[str]:
     return [line.split()[0] for line in read_lines(path)]
 
 
-def read_filelist(path: Path, image_dir: Path, num_classes: int) -> tuple[list[str], list[int]]:
-    """``<relative path> <class id>`` per line, keeping classes below ``num_classes``."""
+def read_filelist(path: Path, image_dir: Path, num_classes: int, known_classes: int) -> tuple[list[str], list[int]]:
+    """``<relative path> <class id>`` per line, keeping classes below ``num_classes``; an id that synsets.txt
+    (``known_classes`` lines) does not have is an error, whether or not it is kept."""
     files, labels = [], []
     for relative, label, *_ in read_columns(path, 2):
         class_id = parse_int(label, path)
+        if class_id >= known_classes:
+            raise DataError(f"{path} has class id {class_id} but info/synsets.txt lists {known_classes}: use the "
+                            f"synsets.txt that came with these file lists")
         if class_id < num_classes:
             files.append(str(image_dir / relative))
             labels.append(class_id)
@@ -63,11 +67,9 @@ def read_webvision_tree(root: str, split: str, classes: Optional[Sequence[str]],
     files: list[str] = []
     labels: list[int] = []
     for path in lists:
-        more_files, more_labels = read_filelist(path, image_dir, count)
+        more_files, more_labels = read_filelist(path, image_dir, count, len(synsets))
         files += more_files
         labels += more_labels
-    if labels and max(labels) >= len(synsets):
-        raise DataError(f"{lists[0]} has class ids up to {max(labels)} but info/synsets.txt lists {len(synsets)}")
     ids, names = relabel(np.asarray(labels, dtype=np.int64), synsets[:count], classes, f"{base} ({split})")
     if split == "train":  # web labels from search queries: observed, but nobody verified them
         return Manifest.from_labels(split, names, np.full(len(ids), UNKNOWN_LABEL), observed=ids, files=files,
