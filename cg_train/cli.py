@@ -80,6 +80,16 @@ def _default_text(f: dataclasses.Field) -> str:
     return "" if f.default is None else f", default: {f.default}"
 
 
+def comma_list(item: type) -> Callable[[str], list]:
+    """argparse type of a list field: ``150,180,210`` -> ``[150, 180, 210]`` (empty string: ``[]``)."""
+    def parse(text: str) -> list:
+        try:
+            return [item(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, got {text!r}") from None
+    return parse
+
+
 def build_train_parser() -> Parser:
     _load_subcommands()
     parser = Parser(prog="cg-train", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -104,6 +114,9 @@ def build_train_parser() -> Parser:
                                       "help": f"{f.metadata['help']} [{key}{_default_text(f)}]"}
             if kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
+            elif typing.get_origin(kind) is list:
+                kwargs["type"] = comma_list(typing.get_args(kind)[0])
+                kwargs["metavar"] = f.metadata.get("metavar") or "A,B,..."
             else:
                 kwargs["type"] = kind
                 kwargs["metavar"] = f.metadata.get("metavar") or METAVARS.get(kind, "VALUE")

@@ -103,6 +103,9 @@ class NoiseConfig:
 @dataclass
 class ModelConfig:
     arch: str = opt("resnet18", "model architecture (see `cg-train list models`)", "-a", "--arch")
+    pretrained: bool = opt(False, "start from torchvision's ImageNet weights, read from the torch hub cache "
+                           "($TORCH_HOME/hub/checkpoints; never downloaded); a classifier of another size starts "
+                           "fresh", "--pretrained")
 
 
 @dataclass
@@ -118,11 +121,17 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    scheduler: str = opt("auto", "learning-rate schedule stepped once per epoch: auto (step for resnet18, "
-                         "cosine otherwise, as seed 004), step, cosine, constant", "--lr-scheduler")
+    scheduler: str = opt("auto", "learning-rate schedule stepped once per epoch: auto (multistep when "
+                         "--lr-milestones is given, else step for resnet18 and cosine otherwise, as seed 004), "
+                         "step, multistep, cosine, constant", "--lr-scheduler")
     step_size: int = opt(30, "epochs between decays of the step schedule", "--lr-step-size",
                          check=at_least(1))
-    gamma: float = opt(0.1, "decay factor of the step schedule", "--lr-gamma", check=in_range(0.0, 1.0))
+    gamma: float = opt(0.1, "decay factor of the step and multistep schedules", "--lr-gamma",
+                       check=in_range(0.0, 1.0))
+    milestones: list[int] = opt([], "epochs after which the multistep schedule multiplies the LR by --lr-gamma, "
+                                "comma-separated (the CIFAR KD recipe: 150,180,210 of 240)", "--lr-milestones",
+                                check=lambda v: None if list(v) == sorted(set(v)) and all(m >= 1 for m in v)
+                                else "must be increasing epochs >= 1", metavar="E1,E2,...")
 
 
 @dataclass
