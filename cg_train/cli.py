@@ -34,6 +34,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "cg_train.subset",
     "cg_train.datasets_cli",
     "cg_train.paths.cli",
+    "cg_train.evaluate_cli",
 ]
 
 
