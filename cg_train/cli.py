@@ -182,12 +182,14 @@ SUBCOMMANDS.register("prepare-demo", help="write the embedded MNIST digits as a 
 
 def _registries() -> dict[str, Registry]:
     from .data import DATASETS, LOADERS
+    from .data.augment import AUGMENTATIONS
     from .models import MODELS
     from .noise import NOISES
     from .optim import OPTIMIZERS, SCHEDULERS
     from .recorders import RECORDERS
 
-    return {"datasets": DATASETS, "loaders": LOADERS, "models": MODELS, "optimizers": OPTIMIZERS,
+    return {"datasets": DATASETS, "loaders": LOADERS, "augmentations": AUGMENTATIONS, "models": MODELS,
+            "optimizers": OPTIMIZERS,
             "schedulers": SCHEDULERS, "noise": NOISES, "recorders": RECORDERS}
 
 

@@ -76,6 +76,9 @@ class DataConfig:
                                      "(default: the model's, e.g. 256)", "--resize-size", check=at_least(8))
     random_augmentations: bool = opt(False, "train with RandomResizedCrop + horizontal flip (default: "
                                      "resize + center crop, no randomness)", "--random-augmentations")
+    augment: str = opt("auto", "augmentation preset of both loaders (see `cg-train list augmentations`): auto "
+                       "(random_resized_crop with --random-augmentations, else none), none, random_resized_crop, "
+                       "cifar (pad 4 + random crop + flip, CIFAR mean/std)", "--augment")
     sample_size: int = opt(50000, "size of the pristine / corrupt / train_sample evaluation subsets "
                            "(capped at what exists)", "--sample-size", check=at_least(0))
     test_split: str = opt("val", "split evaluated as 'test' (clothing1m/clothing100k also have 'test', "
@@ -319,11 +322,13 @@ def validate(cfg: Config) -> None:
 
 def _registry_values(cfg: Config) -> list[tuple[Any, str]]:
     from .data import DATASETS, LOADERS
+    from .data.augment import AUGMENTATIONS
     from .models import MODELS
     from .noise import NOISES
     from .optim import OPTIMIZERS, SCHEDULERS
 
-    return [(DATASETS, cfg.data.dataset), (LOADERS, cfg.data.loader), (MODELS, cfg.model.arch),
+    return [(DATASETS, cfg.data.dataset), (LOADERS, cfg.data.loader), (AUGMENTATIONS, cfg.data.augment),
+            (MODELS, cfg.model.arch),
             (NOISES, cfg.noise.noise_type), (OPTIMIZERS, cfg.optim.optimizer),
             (SCHEDULERS, cfg.sched.scheduler)]
 
