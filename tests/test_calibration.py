@@ -4,12 +4,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from analysis.cli import main as analyze_main
+from analysis.reliability import ece as reliability_ece
+from analysis.reliability import last_evaluation
 from cg_train.engine.calibration import ECE_BINS, bin_sums, ece_from_sums
 from cg_train.results import CALIBRATION_COLUMNS, RELIABILITY_COLUMNS
 from conftest import assert_same_csvs, train
@@ -63,3 +64,17 @@ def test_every_phase_gets_ece_and_reliability_rows_that_survive_resume(mnist_sma
     assert_same_csvs(out, cut)
     for name in ("calibration.csv", "reliability.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(out / name), pd.read_csv(cut / name), check_exact=True)
+
+
+def test_cg_analyze_draws_reliability_diagrams_from_the_files(mnist_small: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    assert train(mnist_small, runs / "a", "--epochs", "1", "--sample-size", "50") == 0
+    (runs / "old").mkdir()  # a run from before reliability.csv: plotted curves, no diagram, no error
+    for name in ("train.csv", "test.csv", "pristine.csv", "corrupt.csv", "train_sample.csv"):
+        (runs / "old" / name).write_bytes((runs / "a" / name).read_bytes())
+    assert analyze_main([str(runs), "--output", str(tmp_path / "figures"), "--format", "png"]) == 0
+    assert (tmp_path / "figures" / "reliability_test.png").stat().st_size > 0
+    bins = last_evaluation(runs / "a" / "reliability.csv")
+    assert bins.epoch.unique().tolist() == [1] and len(bins) == ECE_BINS
+    calibration = pd.read_csv(runs / "a" / "calibration.csv")
+    assert math.isclose(reliability_ece(bins), calibration[calibration.phase == "test"].ece.iloc[-1], rel_tol=1e-9)
