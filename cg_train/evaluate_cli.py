@@ -7,6 +7,10 @@ architecture and its run's config (dataset, label noise, seed, input size), so
 flags given here win. Runs under ``accelerate launch`` like training (each process
 evaluates its share; the sums are reduced exactly, predictions gathered).
 
+``--soft-labels FILE.npy`` (e.g. CIFAR-10H's human label distributions for CIFAR-10's
+test set) adds ``soft_loss``: the mean cross-entropy of the predictions to those
+distributions, how close a teacher's outputs are to ``p(y|x)`` (seed 000).
+
 Writes to ``--output-dir`` (default: ``evaluate/`` next to the checkpoint):
 ``evaluate.csv`` (one row per checkpoint and phase, appended), ``reliability.csv``
 (its calibration bins) and, with ``--predictions``, ``predictions_<phase>.parquet``
@@ -26,7 +30,8 @@ from .errors import CgTrainError
 from .results import EVAL_PHASES, RELIABILITY_COLUMNS
 
 EVALUATE_CSV = "evaluate.csv"
-EVALUATE_COLUMNS = ("checkpoint", "epoch", "phase", "count", "loss", "acc1", "acc5", "ece")
+#: ``soft_loss``: mean cross-entropy to ``--soft-labels`` (test phase only; empty otherwise)
+EVALUATE_COLUMNS = ("checkpoint", "epoch", "phase", "count", "loss", "acc1", "acc5", "ece", "soft_loss")
 #: Flags of this command and the config keys they set (``None``: left to the checkpoint's config).
 CONFIG_FLAGS = {"dataset": "data.dataset", "loader": "data.loader", "batch_size": "data.eval_batch_size",
                 "workers": "data.workers", "test_split": "data.test_split", "test_dir": "data.test_dir",
@@ -58,6 +63,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictions", action="store_true", help="also write every sample's prediction to "
                    "predictions_<phase>.parquet")
     p.add_argument("--topk", type=int, default=5, help="classes and probabilities per sample in --predictions")
+    p.add_argument("--soft-labels", metavar="FILE.npy", help="a [N, K] table of label distributions for the test "
+                   "split, e.g. CIFAR-10H's cifar10h-probs.npy: adds soft_loss, the mean cross-entropy of the "
+                   "predictions to it (how far they are from p(y|x), seed 000)")
     p.add_argument("--output-dir", metavar="DIR", help="where to write (default: CKPT's folder/evaluate)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
@@ -76,7 +84,10 @@ def checkpoint_config(state: dict[str, Any], args: argparse.Namespace, path: Pat
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from .data.bundle import TRAIN_ALL, build_data
+    from .data.soft_labels import read_soft_labels
     from .engine import checkpoint
     from .engine.evaluate import evaluate
     from .engine.run import input_sizes, make_accelerator, setup_logging
@@ -104,19 +115,32 @@ def _run(args: argparse.Namespace) -> int:
                            f"{args.data_dir} ({str(exc).splitlines()[-1].strip()}); evaluate it on the dataset it "
                            f"was trained on") from None
     model.to(accelerator.device)
+    soft = None
+    if args.soft_labels:
+        soft = torch.from_numpy(read_soft_labels(args.soft_labels, data.test)).to(accelerator.device)
     out = Path(args.output_dir) if args.output_dir else path.parent / "evaluate"
     epoch = int(state.get("epoch", 0))
-    results, predictions = {}, {}
+    results, predictions, soft_loss = {}, {}, {}
     for phase in args.phases:
         loader = data.eval_loaders.get(phase) if phase != TRAIN_ALL else data.extra_loader(TRAIN_ALL)
         if loader is None:
             log.info("%s: no samples (e.g. corrupt without label noise); skipped", phase)
             continue
         parts: list = []
-        collect = (lambda batch, logits: parts.append(to_host(per_sample_stats(
-            logits, batch.observed_labels, batch.true_labels, batch.indices, args.topk)))) if args.predictions else None
-        results[phase] = evaluate(model, loader, accelerator, epoch, desc=f"evaluate {phase}", on_batch=collect,
+        soft_sum = torch.zeros(1, dtype=torch.float64, device=accelerator.device)
+
+        def on_batch(batch, logits, phase=phase, parts=parts, soft_sum=soft_sum) -> None:
+            if args.predictions:
+                parts.append(to_host(per_sample_stats(logits, batch.observed_labels, batch.true_labels,
+                                                      batch.indices, args.topk)))
+            if soft is not None and phase == "test":
+                soft_sum.add_(-(soft[batch.indices] * torch.log_softmax(logits, dim=1)).sum().double())
+
+        results[phase] = evaluate(model, loader, accelerator, epoch, desc=f"evaluate {phase}", on_batch=on_batch,
                                   progress=args.progress)
+        if soft is not None and phase == "test":
+            total = accelerator.reduce(soft_sum, reduction="sum") if accelerator.num_processes > 1 else soft_sum
+            soft_loss[phase] = float(total) / results[phase].count
         if args.predictions:
             shares = [concat(parts, min(args.topk, data.train.num_classes))]
             if accelerator.num_processes > 1:
@@ -132,9 +156,10 @@ def _run(args: argparse.Namespace) -> int:
         bins.ensure_header()
         print(f"{path} ({cfg.model.arch}, epoch {epoch}) on {args.data_dir}:")
         for phase, r in results.items():
-            print(f"  {phase:<12} top-1 {r.acc1:6.2f}  top-5 {r.acc5:6.2f}  loss {r.loss:.4f}  ECE {r.ece:.4f}  "
-                  f"({r.count} samples)")
-            metrics.append((str(path), epoch, phase, r.count, r.loss, r.acc1, r.acc5, r.ece))
+            soft_text = f"  soft-label loss {soft_loss[phase]:.4f}" if phase in soft_loss else ""
+            print(f"  {phase:<12} top-1 {r.acc1:6.2f}  top-5 {r.acc5:6.2f}  loss {r.loss:.4f}  ECE {r.ece:.4f}"
+                  f"{soft_text}  ({r.count} samples)")
+            metrics.append((str(path), epoch, phase, r.count, r.loss, r.acc1, r.acc5, r.ece, soft_loss.get(phase, "")))
             bins.append(*reliability_rows(epoch, phase, r.calibration))
         for phase, shares in predictions.items():
             write_predictions(out / f"predictions_{phase}.parquet", concat(shares, shares[0].top_classes.shape[0]))

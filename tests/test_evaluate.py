@@ -22,9 +22,11 @@ def finished_run(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_evaluate_reproduces_the_runs_last_evaluation(finished_run: Path, mnist_small: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "eval"
+    soft = np.random.default_rng(0).dirichlet(np.ones(10), size=100)  # e.g. CIFAR-10H: a distribution per test image
+    np.save(tmp_path / "soft.npy", soft)
     code = main(["evaluate", str(finished_run / "checkpoint.pth.tar"), str(mnist_small), "--phases",
-                 "test,corrupt,train_all", "--predictions", "--topk", "3", "-j", "0", "--no-progress",
-                 "--output-dir", str(out)])
+                 "test,corrupt,train_all", "--predictions", "--topk", "10", "-j", "0", "--no-progress",
+                 "--soft-labels", str(tmp_path / "soft.npy"), "--output-dir", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "test " in printed and "ECE" in printed
@@ -45,8 +47,14 @@ def test_evaluate_reproduces_the_runs_last_evaluation(finished_run: Path, mnist_
         assert math.isclose(100 * table.correct.mean(), metrics.loc[phase, "acc1"], rel_tol=1e-9)
         assert math.isclose(table.loss.mean(), metrics.loc[phase, "loss"], rel_tol=1e-5)
         top = np.stack(table.top_probs.to_numpy())
-        assert top.shape == (len(table), 3) and np.allclose(top[:, 0], table.confidence)
+        assert top.shape == (len(table), 10) and np.allclose(top[:, 0], table.confidence)
     assert len(pd.read_csv(out / "reliability.csv")) == 3 * 15
+    # soft_loss: the mean cross-entropy to the soft labels, from the full predicted distributions
+    table = pd.read_parquet(out / "predictions_test.parquet")
+    probs = np.zeros((100, 10))
+    np.put_along_axis(probs, np.stack(table.top_classes.to_numpy()), np.stack(table.top_probs.to_numpy()), axis=1)
+    assert math.isclose(metrics.loc["test", "soft_loss"], -(soft * np.log(probs)).sum(1).mean(), rel_tol=1e-5)
+    assert metrics.loc[["corrupt", "train_all"], "soft_loss"].isna().all()
 
 
 def test_evaluate_under_accelerate_launch_gives_the_same_numbers(finished_run: Path, mnist_small: Path,

@@ -32,19 +32,25 @@ def find_cifar10h(root: str | Path) -> Optional[Path]:
     return None
 
 
-def read_cifar10h(path: str | Path, test: Manifest) -> np.ndarray:
-    """The ``[N, 10]`` float32 human label distributions for ``test`` (CIFAR-10's val split), by sample index."""
+def read_soft_labels(path: str | Path, split: Manifest) -> np.ndarray:
+    """A ``[N, K]`` float32 table of label distributions for ``split``, row ``i`` for sample index ``i``."""
     path = Path(path)
     try:
         table = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path} is not a NumPy .npy table ({exc}); CIFAR-10H ships cifar10h-probs.npy") from None
-    if tuple(test.classes) != CIFAR10_CLASSES:
-        raise DataError(f"{path}: CIFAR-10H labels CIFAR-10's test set, whose classes are {', '.join(CIFAR10_CLASSES)}; "
-                        f"this split has {', '.join(test.classes[:4])}...")
-    if table.shape != (len(test), len(CIFAR10_CLASSES)):
-        raise DataError(f"{path} has shape {table.shape}, expected ({len(test)}, 10): one row per CIFAR-10 test image")
+        raise DataError(f"{path} is not a NumPy .npy table ({exc})") from None
+    if table.shape != (len(split), split.num_classes):
+        raise DataError(f"{path} has shape {table.shape}, expected ({len(split)}, {split.num_classes}): one row per "
+                        f"sample of the {split.split} split, one column per class")
     table = table.astype(np.float32)
     if (table < 0).any() or not np.allclose(table.sum(axis=1), 1.0, atol=1e-3):
         raise DataError(f"{path}: rows must be probability distributions (non-negative, summing to 1)")
     return table
+
+
+def read_cifar10h(path: str | Path, test: Manifest) -> np.ndarray:
+    """The ``[N, 10]`` float32 human label distributions for ``test`` (CIFAR-10's val split), by sample index."""
+    if tuple(test.classes) != CIFAR10_CLASSES:
+        raise DataError(f"{path}: CIFAR-10H labels CIFAR-10's test set, whose classes are {', '.join(CIFAR10_CLASSES)}; "
+                        f"this split has {', '.join(test.classes[:4])}...")
+    return read_soft_labels(path, test)
