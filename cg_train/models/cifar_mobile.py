@@ -30,10 +30,23 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+class FeaturesThenLinear(nn.Module):
+    """``classifier(features(x))``: the shape every network here ends in."""
+
+    features: nn.Module
+    classifier: nn.Module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
 def init_like_crd(model: nn.Module) -> None:
+    """CRD's initialisation: convolutions N(0, 2 / (k*k*out_channels)), linear layers N(0, 0.01), zero biases."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)
@@ -53,7 +66,7 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.residual else self.conv(x)
 
 
-class CifarMobileNetV2(nn.Module):
+class CifarMobileNetV2(FeaturesThenLinear):
     #: (expansion, channels, units, first stride); expansion None means the ``expand`` argument
     STAGES = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2), (None, 96, 3, 1),
               (None, 160, 3, 2), (None, 320, 1, 1))
@@ -71,9 +84,6 @@ class CifarMobileNetV2(nn.Module):
         self.features = nn.Sequential(*layers, conv_bn(in_ch, head, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(head, num_classes)
         init_like_crd(self)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
 
 
 # --------------------------------------------------------------------------- ShuffleNet V1
@@ -98,7 +108,7 @@ class ShuffleV1Unit(nn.Module):
         return F.relu(torch.cat([out, res], 1) if self.stride == 2 else out + res)
 
 
-class CifarShuffleNetV1(nn.Module):
+class CifarShuffleNetV1(FeaturesThenLinear):
     def __init__(self, num_classes: int, widths: tuple[int, ...] = (240, 480, 960), units: tuple[int, ...] = (4, 8, 4),
                  groups: int = 3):
         super().__init__()
@@ -111,9 +121,6 @@ class CifarShuffleNetV1(nn.Module):
                 in_ch = width
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(in_ch, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
 
 
 # --------------------------------------------------------------------------- ShuffleNet V2
@@ -146,7 +153,7 @@ class ShuffleV2Down(nn.Module):
         return channel_shuffle(torch.cat([self.left(x), self.right(x)], 1), 2)
 
 
-class CifarShuffleNetV2(nn.Module):
+class CifarShuffleNetV2(FeaturesThenLinear):
     def __init__(self, num_classes: int, widths: tuple[int, ...] = (116, 232, 464), units: tuple[int, ...] = (3, 7, 3),
                  head: int = 1024):
         super().__init__()
@@ -157,9 +164,6 @@ class CifarShuffleNetV2(nn.Module):
             in_ch = width
         self.features = nn.Sequential(*layers, conv_bn(in_ch, head, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(head, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
 
 
 MODELS.register("cifar_mobilenetv2", help="MobileNetV2 (expansion 6, width 0.5; CRD's student), 32 px")(

@@ -7,11 +7,10 @@ that code, so blocks 4 and 5 both run at 4x4.
 """
 from __future__ import annotations
 
-import math
-
-from torch import Tensor, nn
+from torch import nn
 
 from . import MODELS, ModelSpec
+from .cifar_mobile import FeaturesThenLinear, init_like_crd
 
 #: convolutions per block (CRD's configs 'S', 'A', 'B', 'D', 'E' for VGG-8/11/13/16/19)
 BLOCKS = {
@@ -23,7 +22,7 @@ BLOCKS = {
 }
 
 
-class CifarVGG(nn.Module):
+class CifarVGG(FeaturesThenLinear):
     def __init__(self, depth: int, num_classes: int):
         super().__init__()
         layers: list[nn.Module] = []
@@ -36,16 +35,7 @@ class CifarVGG(nn.Module):
                 layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(in_channels, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
+        init_like_crd(self)
 
 
 for _depth in BLOCKS:
