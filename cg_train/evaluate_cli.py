@@ -78,7 +78,9 @@ def checkpoint_config(state: dict[str, Any], args: argparse.Namespace, path: Pat
     if not isinstance(saved, dict) or "arch" not in state or "state_dict" not in state:
         raise CgTrainError(f"{path} is not a cg-train checkpoint (no config, arch or weights in it)")
     flags = {key: getattr(args, name) for name, key in CONFIG_FLAGS.items() if getattr(args, name) is not None}
-    flags.update({"data.dir": args.data_dir, "model.arch": state["arch"], "model.pretrained": False})
+    # the weights come from the checkpoint; a forward pass needs neither ImageNet weights nor ZeRO
+    flags.update({"data.dir": args.data_dir, "model.arch": state["arch"], "model.pretrained": False,
+                  "train.deepspeed": None})
     saved = {section: values for section, values in saved.items() if section != "output"}
     return build_config(mappings=[(f"the config saved in {path}", saved)], flags=flags)
 
@@ -101,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     if unknown or not args.phases:
         raise CgTrainError(f"--phases: unknown phase {unknown[0] if unknown else '(none)'}; choose from "
                            f"{', '.join((*EVAL_PHASES, TRAIN_ALL))}")
-    state = checkpoint.load(path)
+    state = checkpoint.load(path, "cg-train evaluate")
     cfg = checkpoint_config(state, args, path)
     accelerator = make_accelerator(cfg)
     setup_logging(accelerator.is_main_process)

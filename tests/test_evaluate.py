@@ -80,4 +80,4 @@ def test_evaluate_refuses_what_it_cannot_do_in_one_line(finished_run: Path, mnis
     junk = tmp_path / "junk.pth.tar"
     junk.write_bytes(b"not a checkpoint")
     assert main(["evaluate", str(junk), str(mnist_small)]) == 2
-    assert "not a readable cg-train checkpoint" in capsys.readouterr().err
+    assert "cg-train evaluate: " in (err := capsys.readouterr().err) and "not a readable cg-train checkpoint" in err
