@@ -70,3 +70,6 @@ def test_a_cifar_run_with_the_preset(cifar: tuple[Path, np.ndarray], tmp_path: P
                  "--arch", "cifar_resnet8") == 0
     assert read_csv(out / "train.csv").epoch.tolist() == [0]
     assert "augment: cifar" in (out / "config.yaml").read_text()
+    clash = tmp_path / "clash"
+    assert train(root, clash, "--dataset", "cifar10", "--augment", "cifar", "--random-augmentations") == 2
+    assert not clash.exists()  # refused before anything was written

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..registry import Registry
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -53,6 +54,9 @@ AUGMENTATIONS.register("cifar", help="pad 4 + random crop + flip, CIFAR mean/std
 
 
 def resolve(name: str, random_augmentations: bool) -> Augmentation:
+    """The preset ``--augment name`` selects; ``--random-augmentations`` only combines with auto (or its own preset)."""
+    if random_augmentations and name not in (AUTO, "random_resized_crop"):
+        raise ConfigError(f"--random-augmentations selects --augment random_resized_crop, not {name}: drop one of them")
     preset = AUGMENTATIONS.get(name)
     return preset if preset is not None else resolve("random_resized_crop" if random_augmentations else "none", False)
 
