@@ -58,19 +58,25 @@ def plot_figure(experiments: Sequence[Experiment], stat: str, pair: Sequence[str
     return figure
 
 
+def save_figure(figure: Figure, out_dir: Path, name: str, formats: Sequence[str], dpi: int) -> list[Path]:
+    """``name.<fmt>`` in every format, written atomically; returns the paths."""
+    written = []
+    for fmt in formats:
+        path = Path(out_dir) / f"{name}.{fmt}"
+        with atomic_path(path) as tmp:
+            # No creation date in the metadata: the same CSVs give the same bytes.
+            metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
+            figure.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
+        written.append(path)
+    return written
+
+
 def write_figures(experiments: Sequence[Experiment], out_dir: Path, formats: Sequence[str] = FORMATS,
                   dpi: int = 110) -> list[Path]:
     """Write the four figures in every format (atomically); return the paths written."""
     written = []
     for stat, pair in FIGURES:
-        figure = plot_figure(experiments, stat, pair)
-        for fmt in formats:
-            path = Path(out_dir) / f"{figure_name(stat, pair)}.{fmt}"
-            with atomic_path(path) as tmp:
-                # No creation date in the metadata: the same CSVs give the same bytes.
-                metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
-                figure.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
-            written.append(path)
+        written += save_figure(plot_figure(experiments, stat, pair), out_dir, figure_name(stat, pair), formats, dpi)
     return written
 
 

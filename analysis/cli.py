@@ -1,4 +1,5 @@
-"""``cg-analyze EXPERIMENTS_DIR [--output DIR]``: seed 004's figures and a summary table for every experiment.
+"""``cg-analyze EXPERIMENTS_DIR [--output DIR]``: seed 004's figures, a summary table for every experiment,
+and reliability diagrams (``reliability_test``) of the runs that wrote ``reliability.csv``.
 
 ``main(argv) -> int`` is the entry other tools call (``cg-launch collect``): it never raises or exits on
 bad experiment files or arguments, reports each problem as one ``cg-analyze: warning:`` line on stderr,
@@ -34,6 +35,7 @@ def analyze(experiments_dir: Path, output: Path, formats: Sequence[str], dpi: in
     """Load, report problems, write figures + summary; return the files written."""
     from .cg_curves import write_figures
     from .experiments import load_experiments
+    from .reliability import write_reliability
     from .summary import summarize, write_summary
 
     if not experiments_dir.is_dir():
@@ -45,7 +47,10 @@ def analyze(experiments_dir: Path, output: Path, formats: Sequence[str], dpi: in
         raise CgTrainError(f"no experiment with readable pristine/corrupt/train_sample/test.csv under "
                            f"{experiments_dir}: point cg-analyze at the folder that holds the runs' --output-dir")
     written = write_figures(experiments, output, formats, dpi)
-    written += write_summary(summarize(experiments), output)
+    diagrams, problems = write_reliability(experiments, output, formats, dpi)
+    for problem in problems:
+        print(f"cg-analyze: warning: {problem}", file=sys.stderr)
+    written += diagrams + write_summary(summarize(experiments), output)
     print(f"cg-analyze: {len(experiments)} experiment(s): {', '.join(e.name for e in experiments)}")
     return written
 

@@ -34,6 +34,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "cg_train.subset",
     "cg_train.datasets_cli",
     "cg_train.paths.cli",
+    "cg_train.evaluate_cli",
 ]
 
 
@@ -80,6 +81,16 @@ def _default_text(f: dataclasses.Field) -> str:
     return "" if f.default is None else f", default: {f.default}"
 
 
+def comma_list(item: type) -> Callable[[str], list]:
+    """argparse type of a list field: ``150,180,210`` -> ``[150, 180, 210]`` (empty string: ``[]``)."""
+    def parse(text: str) -> list:
+        try:
+            return [item(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, got {text!r}") from None
+    return parse
+
+
 def build_train_parser() -> Parser:
     _load_subcommands()
     parser = Parser(prog="cg-train", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -104,6 +115,9 @@ def build_train_parser() -> Parser:
                                       "help": f"{f.metadata['help']} [{key}{_default_text(f)}]"}
             if kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
+            elif typing.get_origin(kind) is list:
+                kwargs["type"] = comma_list(typing.get_args(kind)[0])
+                kwargs["metavar"] = f.metadata.get("metavar") or "A,B,..."
             else:
                 kwargs["type"] = kind
                 kwargs["metavar"] = f.metadata.get("metavar") or METAVARS.get(kind, "VALUE")
@@ -168,12 +182,14 @@ SUBCOMMANDS.register("prepare-demo", help="write the embedded MNIST digits as a 
 
 def _registries() -> dict[str, Registry]:
     from .data import DATASETS, LOADERS
+    from .data.augment import AUGMENTATIONS
     from .models import MODELS
     from .noise import NOISES
     from .optim import OPTIMIZERS, SCHEDULERS
     from .recorders import RECORDERS
 
-    return {"datasets": DATASETS, "loaders": LOADERS, "models": MODELS, "optimizers": OPTIMIZERS,
+    return {"datasets": DATASETS, "loaders": LOADERS, "augmentations": AUGMENTATIONS, "models": MODELS,
+            "optimizers": OPTIMIZERS,
             "schedulers": SCHEDULERS, "noise": NOISES, "recorders": RECORDERS}
 
 

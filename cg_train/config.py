@@ -76,6 +76,9 @@ class DataConfig:
                                      "(default: the model's, e.g. 256)", "--resize-size", check=at_least(8))
     random_augmentations: bool = opt(False, "train with RandomResizedCrop + horizontal flip (default: "
                                      "resize + center crop, no randomness)", "--random-augmentations")
+    augment: str = opt("auto", "augmentation preset of both loaders (see `cg-train list augmentations`): auto "
+                       "(random_resized_crop with --random-augmentations, else none), none, random_resized_crop, "
+                       "cifar (pad 4 + random crop + flip, CIFAR mean/std)", "--augment")
     sample_size: int = opt(50000, "size of the pristine / corrupt / train_sample evaluation subsets "
                            "(capped at what exists)", "--sample-size", check=at_least(0))
     test_split: str = opt("val", "split evaluated as 'test' (clothing1m/clothing100k also have 'test', "
@@ -103,6 +106,9 @@ class NoiseConfig:
 @dataclass
 class ModelConfig:
     arch: str = opt("resnet18", "model architecture (see `cg-train list models`)", "-a", "--arch")
+    pretrained: bool = opt(False, "start from torchvision's ImageNet weights, read from the torch hub cache "
+                           "($TORCH_HOME/hub/checkpoints; never downloaded); a classifier of another size starts "
+                           "fresh", "--pretrained")
 
 
 @dataclass
@@ -118,11 +124,17 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    scheduler: str = opt("auto", "learning-rate schedule stepped once per epoch: auto (step for resnet18, "
-                         "cosine otherwise, as seed 004), step, cosine, constant", "--lr-scheduler")
+    scheduler: str = opt("auto", "learning-rate schedule stepped once per epoch: auto (multistep when "
+                         "--lr-milestones is given, else step for resnet18 and cosine otherwise, as seed 004), "
+                         "step, multistep, cosine, constant", "--lr-scheduler")
     step_size: int = opt(30, "epochs between decays of the step schedule", "--lr-step-size",
                          check=at_least(1))
-    gamma: float = opt(0.1, "decay factor of the step schedule", "--lr-gamma", check=in_range(0.0, 1.0))
+    gamma: float = opt(0.1, "decay factor of the step and multistep schedules", "--lr-gamma",
+                       check=in_range(0.0, 1.0))
+    milestones: list[int] = opt([], "epochs after which the multistep schedule multiplies the LR by --lr-gamma, "
+                                "comma-separated (the CIFAR KD recipe: 150,180,210 of 240)", "--lr-milestones",
+                                check=lambda v: None if list(v) == sorted(set(v)) and all(m >= 1 for m in v)
+                                else "must be increasing epochs >= 1", metavar="E1,E2,...")
 
 
 @dataclass
@@ -310,11 +322,13 @@ def validate(cfg: Config) -> None:
 
 def _registry_values(cfg: Config) -> list[tuple[Any, str]]:
     from .data import DATASETS, LOADERS
+    from .data.augment import AUGMENTATIONS
     from .models import MODELS
     from .noise import NOISES
     from .optim import OPTIMIZERS, SCHEDULERS
 
-    return [(DATASETS, cfg.data.dataset), (LOADERS, cfg.data.loader), (MODELS, cfg.model.arch),
+    return [(DATASETS, cfg.data.dataset), (LOADERS, cfg.data.loader), (AUGMENTATIONS, cfg.data.augment),
+            (MODELS, cfg.model.arch),
             (NOISES, cfg.noise.noise_type), (OPTIMIZERS, cfg.optim.optimizer),
             (SCHEDULERS, cfg.sched.scheduler)]
 

@@ -6,6 +6,7 @@ plus one decorator line; nothing else needs an if-chain.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import ConfigError
@@ -19,6 +20,8 @@ class Registry(Generic[T]):
         self.key = key  # the config key that selects an entry, e.g. "model.arch"
         self._entries: dict[str, T] = {}
         self._help: dict[str, str] = {}
+        # name families such as ``wrn_D_W``: (template shown to users, full-match regex, builder)
+        self._families: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], T]]] = []
 
     def register(self, name: str, help: str = "") -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -30,29 +33,45 @@ class Registry(Generic[T]):
 
         return deco
 
+    def register_family(self, template: str, pattern: str, build: Callable[[re.Match[str]], T],
+                        help: str) -> None:
+        """Entries built on demand from their name, e.g. ``wrn_D_W`` for any WideResNet depth and width.
+
+        ``build(match)`` gets the full match of ``pattern`` and raises ConfigError for
+        values the family cannot take (one line naming the rule).
+        """
+        self._families.append((template, re.compile(pattern), build))
+        self._help[template] = help
+
     def get(self, name: str) -> T:
         """Look ``name`` up (case-insensitively as a fallback: ``--optimizer sgd`` finds ``SGD``)."""
         if name in self._entries:
             return self._entries[name]
+        for _, pattern, build in self._families:
+            match = pattern.fullmatch(str(name))
+            if match:
+                return build(match)
         folded = [key for key in self._entries if key.lower() == str(name).lower()]
         if len(folded) == 1:
             return self._entries[folded[0]]
         raise ConfigError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self.names(), n=1)
+        choices = self.names() + [template for template, _, _ in self._families]
+        close = difflib.get_close_matches(name, choices, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{self.key}: unknown {self.kind} {name!r}{hint}; choose one of: {', '.join(self.names())}"
+        return f"{self.key}: unknown {self.kind} {name!r}{hint}; choose one of: {', '.join(choices)}"
 
     def describe(self, name: str) -> str:
         return self._help[name]
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return name in self._entries or any(p.fullmatch(str(name)) for _, p, _ in self._families)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
 
     def items(self) -> Iterator[tuple[str, str]]:
-        for name in self.names():
+        """Every entry with its help, then every family's template (e.g. ``wrn_D_W``)."""
+        for name in [*self.names(), *(template for template, _, _ in self._families)]:
             yield name, self._help[name]

@@ -14,3 +14,11 @@ TRAIN_COLUMNS = ("epoch", "step", "count", "loss")
 EVAL_COLUMNS = ("epoch", "count", "loss", "acc1", "acc5")
 #: Every seed 004 CSV of a run, ``train.csv`` first.
 RESULT_CSVS = tuple(f"{name}.csv" for name in ("train", *EVAL_PHASES))
+
+#: ``calibration.csv``: one row per evaluation of every phase (ECE as a fraction, 15 equal-width bins).
+CALIBRATION_CSV = "calibration.csv"
+CALIBRATION_COLUMNS = ("epoch", "phase", "count", "ece")
+#: ``reliability.csv``: the same evaluations bin by bin, what a reliability diagram plots
+#: (``confidence`` and ``accuracy`` are the bin's means, empty for an empty bin).
+RELIABILITY_CSV = "reliability.csv"
+RELIABILITY_COLUMNS = ("epoch", "phase", "bin", "lower", "upper", "count", "confidence", "accuracy")

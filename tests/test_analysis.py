@@ -56,8 +56,10 @@ def test_four_figures_and_a_summary_despite_a_broken_experiment(experiments: Pat
     for name in FIGURE_NAMES:
         assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF")
         assert (out / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    # real_sgd is a real run: it wrote reliability.csv, so it gets a reliability diagram
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{n}.{ext}" for n in FIGURE_NAMES for ext in ("pdf", "png")] + ["summary.csv", "summary.md"])
+        [f"{n}.{ext}" for n in (*FIGURE_NAMES, "reliability_test") for ext in ("pdf", "png")]
+        + ["summary.csv", "summary.md"])
 
     warnings = [line for line in capsys.readouterr().err.splitlines() if line]
     assert all(line.startswith("cg-analyze: warning: broken: ") for line in warnings), warnings

@@ -87,7 +87,8 @@ def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world
                           resize_size=resize_size, crop_size=crop_size,
                           random_augmentations=cfg.data.random_augmentations, workers=workers,
                           seed=cfg.train.seed, rank=rank, world_size=world_size, device=device,
-                          dali_threads=cfg.data.dali_threads, prefetch=cfg.data.dali_prefetch)
+                          dali_threads=cfg.data.dali_threads, prefetch=cfg.data.dali_prefetch,
+                          augment=cfg.data.augment)
 
     if len(train) < world_size:
         raise DataError(f"{len(train)} training samples cannot be shared by {world_size} processes")

@@ -99,3 +99,15 @@ def crop_windows(heights: np.ndarray, widths: np.ndarray, indices: np.ndarray, *
         return center_windows(heights, widths, resize, crop), np.zeros(len(indices), dtype=bool)
     u = sample_uniforms(seed, epoch, indices)
     return random_resized_windows(heights, widths, u), flips(u)
+
+
+def pad_crop_shifts(seed: int, epoch: int, indices: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR's ``RandomCrop(crop, padding=pad)`` + flip as ``[n, 2]`` (dy, dx) shifts in [-pad, pad] and flips.
+
+    The output pixel ``(r, c)`` is the resized crop's ``(r + dy, c + dx)``, zero outside it
+    (torchvision pads with 0 before cropping). Drawn from the same (seed, epoch, index)
+    hash as the other augmentations, so both loaders apply the very same shifts.
+    """
+    u = sample_uniforms(seed, epoch, indices, count=3)
+    shifts = np.floor(u[:, :2] * (2 * pad + 1)).astype(np.int64) - pad
+    return shifts, u[:, 2] < 0.5

@@ -27,13 +27,14 @@ def copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def load(path: Path) -> dict[str, Any]:
+def load(path: Path, what: str = "--resume") -> dict[str, Any]:
+    """The checkpoint at ``path``; ``what`` names the flag or command in the one-line error."""
     if not path.is_file():
-        raise CgTrainError(f"--resume: checkpoint {path} does not exist")
+        raise CgTrainError(f"{what}: checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated or foreign file
-        raise CgTrainError(f"--resume: {path} is not a readable cg-train checkpoint ({exc})") from None
+        raise CgTrainError(f"{what}: {path} is not a readable cg-train checkpoint ({exc})") from None
 
 
 def rng_state() -> dict[str, Any]:

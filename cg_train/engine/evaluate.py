@@ -1,4 +1,4 @@
-"""Evaluation: loss and top-1/top-5 over one phase, summed exactly over processes."""
+"""Evaluation: loss, top-1/top-5 and calibration (ECE) over one phase, summed exactly over processes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,10 +7,11 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from ..progress import progress_bar
 
 from ..data.loaders import Loader
 from ..data.manifest import Batch
+from ..progress import progress_bar
+from .calibration import ECE_BINS, bin_sums, ece_from_sums
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class EvalResult:
     loss: float
     acc1: float  # percent
     acc5: float  # percent
+    ece: float = float("nan")  # expected calibration error, 0..1 (15 equal-width bins)
+    calibration: Optional[tuple[tuple[float, ...], ...]] = None  # per-bin samples, confidence sum, correct sum
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
@@ -40,7 +43,8 @@ def evaluate(model: torch.nn.Module, loader: Loader, accelerator: Accelerator, e
     """
     model.eval()
     loader.set_epoch(epoch)
-    sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # count, loss, top1, top5
+    # count, loss, top1, top5, then the calibration bins' samples, confidence sums and correct sums
+    sums = torch.zeros(4 + 3 * ECE_BINS, dtype=torch.float64, device=accelerator.device)
     bar = progress_bar(len(loader), desc, progress and accelerator.is_main_process, leave=False)
     for batch in loader:
         batch = batch.to(accelerator.device)
@@ -50,14 +54,17 @@ def evaluate(model: torch.nn.Module, loader: Loader, accelerator: Accelerator, e
             logits = logits.float()
             loss = F.cross_entropy(logits, batch.observed_labels, reduction="sum")
             sums += torch.cat([torch.tensor([len(batch.indices)], device=sums.device), loss.view(1),
-                               topk_correct(logits, batch.observed_labels)]).double()
+                               topk_correct(logits, batch.observed_labels),
+                               bin_sums(logits, batch.observed_labels).flatten()]).double()
             if on_batch is not None:
                 on_batch(batch, logits)
         bar.update()
     bar.close()
     if accelerator.num_processes > 1:
         sums = accelerator.reduce(sums, reduction="sum")
-    count, loss, c1, c5 = sums.tolist()
+    count, loss, c1, c5 = sums[:4].tolist()
     if count == 0:
         return EvalResult(0, float("nan"), float("nan"), float("nan"))
-    return EvalResult(int(count), loss / count, 100.0 * c1 / count, 100.0 * c5 / count)
+    bins = sums[4:].view(3, ECE_BINS)
+    return EvalResult(int(count), loss / count, 100.0 * c1 / count, 100.0 * c5 / count, ece_from_sums(bins),
+                      tuple(tuple(row) for row in bins.tolist()))

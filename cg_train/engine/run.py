@@ -127,7 +127,7 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
     resize, crop = input_sizes(cfg)
     data = build_data(cfg, resize, crop, accelerator.process_index, accelerator.num_processes,
                       accelerator.device)
-    model = build_model(cfg.model.arch, data.train.num_classes)
+    model = build_model(cfg.model.arch, data.train.num_classes, cfg.model.pretrained)
     optimizer = build_optimizer(model.parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg)
     resume_from = resolve_resume(cfg, out)

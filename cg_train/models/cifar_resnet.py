@@ -1,7 +1,11 @@
 """CIFAR-style ResNets (He et al. 2016, sec. 4.2): 3 stages of 16/32/64 channels for 28-32 px inputs.
 
 Depth 6n+2 with basic blocks; projection shortcuts (1x1 conv + BN) where the
-shape changes. ``cifar_resnet32`` is seed 002's detector-training network.
+shape changes, as in the CRD/RepDistiller code that seeds 001/003 use (so
+parameter counts match the KD literature). ``cifar_resnet32`` is seed 002's
+detector-training network; ``cifar_resnet8x4`` / ``cifar_resnet32x4`` are the
+4x-wide student/teacher pair of the CIFAR-100 KD benchmarks (stem 32, stages
+64/128/256 channels).
 """
 from __future__ import annotations
 
@@ -29,15 +33,17 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int, num_classes: int, width: int = 16):
+    def __init__(self, depth: int, num_classes: int, widths: tuple[int, int, int, int] = (16, 16, 32, 64)):
+        """``widths``: stem channels, then the channels of the three stages."""
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+        stem = widths[0]
+        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem),
                                   nn.ReLU(inplace=True))
-        layers, in_planes = [], width
-        for stage, planes in enumerate((width, 2 * width, 4 * width)):
+        layers, in_planes = [], stem
+        for stage, planes in enumerate(widths[1:]):
             for block in range(n):
                 layers.append(BasicBlock(in_planes, planes, 2 if stage > 0 and block == 0 else 1))
                 in_planes = planes
@@ -55,3 +61,6 @@ class CifarResNet(nn.Module):
 for _depth in (8, 20, 32, 44, 56, 110):
     MODELS.register(f"cifar_resnet{_depth}", help=f"CIFAR-style ResNet-{_depth}, 32 px")(
         ModelSpec(lambda k, _d=_depth: CifarResNet(_d, k), 32, 32))
+for _depth in (8, 32):
+    MODELS.register(f"cifar_resnet{_depth}x4", help=f"CIFAR-style ResNet-{_depth}x4 (4x wider, CRD's KD pair), 32 px")(
+        ModelSpec(lambda k, _d=_depth: CifarResNet(_d, k, (32, 64, 128, 256)), 32, 32))

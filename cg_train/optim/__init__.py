@@ -39,8 +39,10 @@ def check_optimizer_config(cfg: "Config") -> None:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: "Config") -> torch.optim.lr_scheduler.LRScheduler:
     name = cfg.sched.scheduler
-    if name == "auto":  # seed 004: step decay for resnet18, cosine for the others
-        name = "step" if cfg.model.arch == "resnet18" else "cosine"
+    if name == "auto":  # --lr-milestones asks for multistep; else seed 004: step for resnet18, cosine for the others
+        name = "multistep" if cfg.sched.milestones else "step" if cfg.model.arch == "resnet18" else "cosine"
+    elif cfg.sched.milestones and name != "multistep":
+        raise ConfigError(f"--lr-milestones needs --lr-scheduler multistep (or auto), not {name}")
     return SCHEDULERS.get(name)(optimizer, cfg)
 
 
@@ -48,7 +50,8 @@ OPTIMIZERS.register("SGD", help="torch SGD with momentum and weight decay")(Opti
     lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)))
 
 
-@SCHEDULERS.register("auto", help="step for resnet18, cosine for the other models (seed 004)")
+@SCHEDULERS.register("auto", help="multistep with --lr-milestones, else step for resnet18 and cosine for the "
+                     "other models (seed 004)")
 def _auto(optimizer: torch.optim.Optimizer, cfg: "Config") -> Any:
     raise ConfigError("sched.scheduler=auto is resolved by build_scheduler")  # pragma: no cover
 
@@ -56,6 +59,14 @@ def _auto(optimizer: torch.optim.Optimizer, cfg: "Config") -> Any:
 @SCHEDULERS.register("step", help="multiply the LR by gamma every step_size epochs")
 def _step(optimizer: torch.optim.Optimizer, cfg: "Config") -> Any:
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.sched.step_size, gamma=cfg.sched.gamma)
+
+
+@SCHEDULERS.register("multistep", help="multiply the LR by gamma after each of the --lr-milestones epochs")
+def _multistep(optimizer: torch.optim.Optimizer, cfg: "Config") -> Any:
+    if not cfg.sched.milestones:
+        raise ConfigError("--lr-scheduler multistep needs --lr-milestones (e.g. 150,180,210)")
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.sched.milestones),
+                                                gamma=cfg.sched.gamma)
 
 
 @SCHEDULERS.register("cosine", help="cosine annealing to 0 over the epochs")

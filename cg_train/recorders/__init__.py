@@ -163,4 +163,4 @@ def build_recorders(ctx: RunContext) -> Recorders:
     return Recorders({name: rec for name, rec in made.items() if rec is not None})
 
 
-from . import epoch_csv, learned, p_smoothing, paths, seed002, skipped  # noqa: E402,F401  (register)
+from . import calibration, epoch_csv, learned, p_smoothing, paths, seed002, skipped  # noqa: E402,F401,I001  (register)

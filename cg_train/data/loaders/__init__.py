@@ -20,6 +20,7 @@ import torch
 
 from ...registry import Registry
 from .. import sharding
+from ..augment import Augmentation, resolve
 from ..manifest import Batch, Manifest
 
 
@@ -45,6 +46,12 @@ class LoaderSpec:
     device: torch.device
     dali_threads: Optional[int] = None  # DALI CPU threads (default: workers, at least 1)
     prefetch: int = 2  # batches a DALI pipeline prepares ahead
+    augment: str = "auto"  # augmentation preset (cg_train.data.augment); auto follows random_augmentations
+
+    @property
+    def augmentation(self) -> "Augmentation":
+        """The preset, resolved; its training randomness applies to training loaders only."""
+        return resolve(self.augment, self.random_augmentations)
 
 
 class Loader(Protocol):

@@ -37,10 +37,10 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from ...errors import CgTrainError, ConfigError
-from ..crops import crop_windows
+from ..augment import shift_and_flip
+from ..crops import crop_windows, pad_crop_shifts
 from ..image_header import trusted_size
 from ..manifest import Batch
-from ..transforms import IMAGENET_MEAN, IMAGENET_STD
 from . import LOADERS, LoaderSpec, SkippedSample, epoch_plan, per_process_eval_batch
 from .torchvision import DECODE_ERRORS
 
@@ -126,7 +126,9 @@ class DaliLoader:
         self.spec = spec
         manifest = spec.manifest
         self.encoded = manifest.files is not None
-        self.randomized = spec.train and spec.random_augmentations
+        self.preset = spec.augmentation
+        self.randomized = spec.train and self.preset.random_resized_crop
+        self.pad = self.preset.pad if spec.train else 0  # --augment cifar: shift after the resize
         self.gpu = spec.device.type == "cuda"
         self.device = spec.device if self.gpu else torch.device("cpu")
         self.threads = spec.dali_threads or max(1, spec.workers)
@@ -182,8 +184,12 @@ class DaliLoader:
         windows, mirror = crop_windows(sizes[:, 0], sizes[:, 1], np.maximum(fed, 0),
                                        randomized=self.randomized, seed=self.spec.seed, epoch=epoch,
                                        resize=self.spec.resize_size, crop=self.spec.crop_size)
+        shift: tuple = ()
+        if self.pad:
+            shifts, mirror = pad_crop_shifts(self.spec.seed, epoch, np.maximum(fed, 0), self.pad)
+            shift = (shifts.astype(np.float32),)
         # uniform per-sample values go in as one [n, ...] array each (a batch to DALI, no per-sample wrapping)
-        tail = (mirror.astype(np.int32), fed.astype(np.int64))
+        tail = (mirror.astype(np.int32), fed.astype(np.int64), *shift)
         if not self.encoded:
             roi = windows.astype(np.float32)
             return PreparedStep(position, indices, to_dali), (data, roi[:, :2].copy(), roi[:, 2:].copy(), *tail)
@@ -211,9 +217,13 @@ class DaliLoader:
         top, left, bottom, right = windows[0]
         crop = self.spec.crop_size
         image = image.resize((crop, crop), Image.BILINEAR, box=(left, top, right, bottom))
-        if mirror[0]:
-            image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        return TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD), None
+        tensor = TF.to_tensor(image)
+        if self.pad:
+            shifts, flip = pad_crop_shifts(self.spec.seed, epoch, np.array([index]), self.pad)
+            tensor = shift_and_flip(tensor, int(shifts[0, 0]), int(shifts[0, 1]), bool(flip[0]))
+        elif mirror[0]:
+            tensor = tensor.flip(-1)
+        return TF.normalize(tensor, self.preset.mean, self.preset.std), None
 
     # ------------------------------------------------------------------ batches
     def _feed(self) -> tuple:
@@ -227,6 +237,7 @@ class DaliLoader:
         if self.gpu:
             device_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
         return build_pipeline(self._feed, encoded=self.encoded, crop_size=self.spec.crop_size,
+                              mean=self.preset.mean, std=self.preset.std, shifted=bool(self.pad),
                               batch_size=self.max_batch, threads=self.threads, prefetch=self.spec.prefetch,
                               device_id=device_id)
 

@@ -8,7 +8,7 @@ fed in and returned untouched, so every output image carries its Manifest index.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
@@ -36,33 +36,42 @@ def decode_window(encoded, slice_start, slice_shape, gpu: bool):
                                    output_type=types.RGB, adjust_orientation=False)
 
 
-def resize_normalize(images, roi_start, roi_end, mirror, crop_size: int):
-    """Resize the window to ``crop x crop`` (antialiased linear, as PIL's bilinear), flip, normalise."""
+def resize_normalize(images, roi_start, roi_end, mirror, crop_size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD, shift=None):
+    """Resize the window to ``crop x crop`` (antialiased linear, as PIL's bilinear), shift, flip, normalise.
+
+    ``shift`` (``--augment cifar``): per-sample (dy, dx); the crop moves by it, zero-filled outside the image.
+    """
     images = fn.resize(images, size=[crop_size, crop_size], roi_start=roi_start, roi_end=roi_end,
                        interp_type=types.INTERP_LINEAR, antialias=True)
+    if shift is not None:
+        images = fn.slice(images, start=shift, shape=[crop_size, crop_size], axis_names="HW",
+                          out_of_bounds_policy="pad", fill_values=0)
     return fn.crop_mirror_normalize(images, mirror=mirror, dtype=types.FLOAT, output_layout="CHW",
-                                    mean=[255.0 * m for m in IMAGENET_MEAN],
-                                    std=[255.0 * s for s in IMAGENET_STD])
+                                    mean=[255.0 * m for m in mean], std=[255.0 * s for s in std])
 
 
 def build_pipeline(source: Callable[[], tuple], *, encoded: bool, crop_size: int, batch_size: int,
-                   threads: int, prefetch: int, device_id: Optional[int]) -> Pipeline:
+                   threads: int, prefetch: int, device_id: Optional[int], mean: Sequence[float] = IMAGENET_MEAN,
+                   std: Sequence[float] = IMAGENET_STD, shifted: bool = False) -> Pipeline:
     """A built pipeline returning ``(images, indices)``; ``device_id=None`` is DALI's CPU-only mode.
 
     ``encoded``: the source yields encoded files (decoded here); otherwise HWC uint8 arrays.
+    ``shifted``: the source yields a last ``shift`` output (see :func:`resize_normalize`).
     """
     gpu = device_id is not None
 
     @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=device_id,
                   prefetch_queue_depth=prefetch, seed=0)
     def image_pipeline():
-        outputs = ENCODED_OUTPUTS if encoded else ARRAY_OUTPUTS
+        outputs = (*(ENCODED_OUTPUTS if encoded else ARRAY_OUTPUTS), *(("shift",) if shifted else ()))
         fed = dict(zip(outputs, fn.external_source(source=source, batch=True, num_outputs=len(outputs))))
         if encoded:
             images = decode_window(fed["data"], fed["slice_start"], fed["slice_shape"], gpu)
         else:
             images = fed["data"].gpu() if gpu else fed["data"]
-        return resize_normalize(images, fed["roi_start"], fed["roi_end"], fed["mirror"], crop_size), fed["index"]
+        return resize_normalize(images, fed["roi_start"], fed["roi_end"], fed["mirror"], crop_size, mean, std,
+                                fed.get("shift")), fed["index"]
 
     pipe = image_pipeline()
     pipe.build()

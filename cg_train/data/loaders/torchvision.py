@@ -8,9 +8,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from torchvision import transforms as T
+
+from ..augment import shift_and_flip
+from ..crops import pad_crop_shifts
 from ..manifest import Batch, Manifest
 from ..sharding import AUGMENT_STREAM
-from ..transforms import eval_transform, train_transform
+from ..transforms import train_transform
 from . import LOADERS, LoaderSpec, SkippedSample, epoch_plan
 
 #: What a broken image file raises inside PIL (truncated, not an image, bad header, too large).
@@ -22,11 +26,24 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, AUGMENT_STREAM, epoch, index]).generate_state(1)[0])
 
 
+class PadCropFlip:
+    """``--augment cifar`` on an unnormalised CHW tensor: the (seed, epoch, index) shifts DALI applies too."""
+
+    def __init__(self, pad: int, seed: int, normalize: Any):
+        self.pad, self.seed, self.normalize = pad, seed, normalize
+
+    def __call__(self, image: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
+        shifts, flips = pad_crop_shifts(self.seed, epoch, np.array([index]), self.pad)
+        return self.normalize(shift_and_flip(image, int(shifts[0, 0]), int(shifts[0, 1]), bool(flips[0])))
+
+
 class IndexedImages(Dataset):
     """Maps ``(index, epoch)`` to ``(index, tensor or None, error or None)``; never raises on a bad file."""
 
-    def __init__(self, manifest: Manifest, transform: Any, seed: int, randomized: bool):
+    def __init__(self, manifest: Manifest, transform: Any, seed: int, randomized: bool,
+                 per_sample: Optional[PadCropFlip] = None):
         self.manifest, self.transform, self.seed, self.randomized = manifest, transform, seed, randomized
+        self.per_sample = per_sample  # a transform of (tensor, epoch, index) applied after ``transform``
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -35,6 +52,8 @@ class IndexedImages(Dataset):
         index, epoch = key
         try:
             image = self.manifest.load_image(index)
+            if self.per_sample is not None:
+                return index, self.per_sample(self.transform(image), epoch, index), None
             if not self.randomized:
                 return index, self.transform(image), None
             with torch.random.fork_rng(devices=[]):
@@ -79,13 +98,17 @@ class PlanSampler:
 class TorchvisionLoader:
     def __init__(self, spec: LoaderSpec):
         self.spec = spec
-        randomized = spec.train and spec.random_augmentations
-        transform = (train_transform(spec.resize_size, spec.crop_size, spec.random_augmentations)
-                     if spec.train else eval_transform(spec.resize_size, spec.crop_size))
+        preset = spec.augmentation
+        randomized = spec.train and preset.random_resized_crop
+        transform = train_transform(spec.resize_size, spec.crop_size, randomized, preset.mean, preset.std)
+        per_sample = None
+        if spec.train and preset.pad:  # shifts after the resize, so normalise last
+            per_sample = PadCropFlip(preset.pad, spec.seed, transform.transforms[-1])
+            transform = T.Compose(transform.transforms[:-1])
         self.sampler = PlanSampler()
         self.skipped: list[SkippedSample] = []
         self._loader = DataLoader(
-            IndexedImages(spec.manifest, transform, spec.seed, randomized),
+            IndexedImages(spec.manifest, transform, spec.seed, randomized, per_sample),
             batch_sampler=self.sampler, num_workers=spec.workers,
             collate_fn=CollateBatch(spec.manifest, spec.crop_size),
             pin_memory=spec.device.type == "cuda",

@@ -20,4 +20,4 @@ class Reader(Protocol):
 DATASETS: Registry[Reader] = Registry("dataset", "--dataset (data.dataset)")
 Layout = Callable[[], str]
 
-from . import caltech, cifar, clothing, cub, imagefolder, imagenet, tiny_imagenet, webvision  # noqa: E402,F401,I001  (register)
+from . import caltech, cifar, clothing, cub, imagefolder, imagenet, stl10, tiny_imagenet, webvision  # noqa: E402,F401,I001  (register)
