@@ -90,7 +90,7 @@ def train_detector(runs: Sequence[Dynamics], out: Path, epochs: int = 20, init: 
     with atomic_path(out) as tmp:
         torch.save({"state_dict": model.state_dict(), "hidden": hidden, "feature": FEATURE,
                     "trained_on": [str(d.run_dir) for d in runs]}, tmp)
-    return TrainReport(sum(len(y) for _, y in data), int(sum(y.sum() for _, y in data)), epochs, float(loss))
+    return TrainReport(sum(len(y) for _, y in data), int(sum(y.sum() for _, y in data)), epochs, loss.item())
 
 
 def load_model(path: Path):
