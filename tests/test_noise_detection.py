@@ -216,3 +216,11 @@ def test_remove_ratio_without_scores_is_one_line_naming_the_fix(mnist_small: Pat
 
     with pytest.raises(ConfigError, match=r"--remove-ratio .* needs --scores"):
         bundle([f"data.dir={mnist_small}", "noise.remove_ratio=0.1"])
+
+
+def test_retrain_sweep_points_read_the_scores_from_any_directory(tmp_path: Path) -> None:
+    from launch.sweep import load_sweep
+
+    points = load_sweep(Path(__file__).parent.parent / "configs" / "sweeps" / "noise_retrain.yaml", tmp_path).points
+    assert [p.cfg.noise.remove_ratio for p in points] == [0.0, 0.1, 0.2, 0.3]
+    assert all(Path(p.cfg.noise.scores).is_absolute() and p.cfg.noise.detector == "aum" for p in points)
