@@ -40,7 +40,7 @@ class Dynamics:
     true: np.ndarray  # int64 [N]: -1 where unknown
     removed: np.ndarray  # bool [N]: left out of training (nothing logged)
     series: np.ndarray  # float32 [N, T, len(SERIES)]
-    probs: np.ndarray  # float64 [N, K]: predicted distribution averaged over epochs
+    probs: np.ndarray  # float32 [N, K]: predicted distribution averaged over epochs
 
     def __len__(self) -> int:
         return len(self.observed)
@@ -87,7 +87,7 @@ def load_dynamics(run_dir: Path, source: str = "auto") -> Dynamics:
     columns = ["index", "observed_label"] + list(LOGGED) + [f"top{i}_{c}" for i in range(1, k + 1)
                                                            for c in ("class", "prob")]
     epochs, slices = [], []
-    prob_sum, prob_count = np.zeros((n, num_classes)), np.zeros(n)
+    prob_sum, prob_count = np.zeros((n, num_classes), np.float32), np.zeros(n)  # float32: N x K can be large
     for epoch, table in read_epochs(parts, columns):
         rows = epoch_rows(table, k, num_classes)
         if rows.index.max(initial=-1) >= n:
