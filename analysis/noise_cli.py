@@ -40,12 +40,12 @@ def samples_arg(value: str) -> list[int]:
 
 
 def noise(args: argparse.Namespace) -> list[Path]:
-    from .detectors import load_dynamics
+    from .detectors import DETECTORS, load_dynamics
     from .noise_report import write_report
 
     run = Path(args.run_dir)
     dyn = load_dynamics(run, args.source)
-    names = args.detectors or __import__("analysis.detectors", fromlist=["DETECTORS"]).DETECTORS.names()
+    names = args.detectors or DETECTORS.names()
     return write_report(dyn, Path(args.output or run / "noise"), names, args.detector, args.dpi, args.samples)
 
 

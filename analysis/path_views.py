@@ -20,8 +20,7 @@ SQRT3 = np.sqrt(3.0)
 
 
 def choose_samples(scores: np.ndarray, dyn: Dynamics, each: int = 6) -> list[int]:
-    """The ``each`` most and ``each`` least suspicious samples (by ``scores``), plus known-corrupt ones among the
-    most suspicious so both panels have samples."""
+    """The ``each`` most and ``each`` least suspicious trained samples (by ``scores``)."""
     order = np.lexsort((np.arange(len(scores)), -scores))
     order = order[~dyn.removed[order]]
     return sorted(set(order[:each].tolist()) | set(order[-each:].tolist()))
