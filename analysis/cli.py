@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from cg_train.errors import CgTrainError
 
@@ -67,8 +67,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exc:  # --help, or a usage error already printed: a code, not an exit, for callers
         return int(exc.code or 0)
     formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
+    return run_and_list(lambda: analyze(Path(args.experiments_dir), Path(args.output or args.experiments_dir),
+                                        formats, args.dpi))
+
+
+def run_and_list(produce: Callable[[], list[Path]]) -> int:
+    """Run a command, print the files it wrote (0), or one ``cg-analyze: error:`` line (2)."""
     try:
-        written = analyze(Path(args.experiments_dir), Path(args.output or args.experiments_dir), formats, args.dpi)
+        written = produce()
     except CgTrainError as exc:
         print(f"cg-analyze: error: {exc}", file=sys.stderr)
         return 2

@@ -10,11 +10,9 @@ Each returns an exit code and prints one ``cg-analyze: error:`` line on bad inpu
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
-from cg_train.errors import CgTrainError
 
 
 def source_arg(parser: argparse.ArgumentParser) -> None:
@@ -117,9 +115,6 @@ def build_parsers() -> dict[str, tuple[argparse.ArgumentParser, Callable[[argpar
             "retrain": (retrain_p, retrain)}
 
 
-COMMANDS = ("noise", "train-detector", "paths", "retrain")
-
-
 def main(argv: Sequence[str]) -> int:
     """``argv[0]`` is the command name."""
     parser, run = build_parsers()[argv[0]]
@@ -127,11 +122,6 @@ def main(argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv[1:]))
     except SystemExit as exc:
         return int(exc.code or 0)
-    try:
-        written = run(args)
-    except CgTrainError as exc:
-        print(f"cg-analyze: error: {exc}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+    from .cli import run_and_list
+
+    return run_and_list(lambda: run(args))
