@@ -155,9 +155,10 @@ def write_report(dyn: Dynamics, out: Path, names: Sequence[str], lstm_file: Opti
         metrics.to_csv(tmp, index=False, float_format="%.4f")
     written.append(out / "detectors.csv")
     best = metrics.sort_values("auroc").detector.iloc[-1] if len(metrics) else names[0]
+    trained = table[~dyn.removed]  # samples a remove-and-retrain run left out have no dynamics
     if len(metrics):
-        written += plot_curves(table, names, metrics, out, dpi)
-    written += plot_histograms(table, names, out, dpi)
+        written += plot_curves(trained, names, metrics, out, dpi)
+    written += plot_histograms(trained, names, out, dpi)
     written += plot_suspicious(dyn, table, best, out, dpi)
     chosen = list(samples) if samples else choose_samples(table[best].to_numpy(np.float64), dyn)
     written += plot_paths(dyn, chosen, out, dpi, title=f"samples ranked by {best}" if not samples else "")
