@@ -195,9 +195,12 @@ def test_remove_and_retrain_on_a_file_dataset_end_to_end(mnist_small: Path, tmp_
     retrained = tmp_path / "retrained"
     assert train(mnist_small, retrained, "--epochs", "1", "--corrupt-fraction", "0.3", "--noise-type", "symmetric",
                  "--sample-size", "20", "--remove-ratio", "0.1", "--scores", str(report / "scores.parquet"),
-                 "--detector", "aum") == 0
+                 "--detector", "aum", "--paths", "--paths-topk", "10") == 0
     record = pd.read_parquet(retrained / "corruption.parquet")
     assert np.flatnonzero(record["removed"]).tolist() == sorted(expected.tolist())
+    logged = pd.read_parquet(retrained / "paths")["index"].unique()
+    assert sorted(logged) == sorted(set(range(300)) - set(expected.tolist()))  # never trained on
+    assert analyze(["noise", str(retrained), "--detectors", "aum,mean_loss"]) == 0  # scored over the rest
     assert analyze(["retrain", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "retrain.csv").sort_values("remove_ratio")
     assert table.remove_ratio.tolist() == [0.0, 0.1] and table.removed.tolist() == [0, 30]
