@@ -178,7 +178,16 @@ def write_markdown(dyn: Dynamics, table: pd.DataFrame, metrics: pd.DataFrame, be
             lines.append(f"| {row.detector} | {row.auroc:.4f} | {row.map:.4f} | {row.precision_at_noise_rate:.4f} |")
         lines += ["", "![ROC and precision-recall](roc_pr.png)", ""]
     if "confident_learning_flagged" in table:
-        lines += [f"cleanlab flags {int(table.confident_learning_flagged.sum())} samples as label issues.", ""]
+        flags = table.confident_learning_flagged.to_numpy(bool)
+        line = f"cleanlab flags {int(flags.sum())} samples as label issues"
+        if len(metrics):
+            from sklearn.metrics import precision_score, recall_score
+
+            known = (table["true"] != -1).to_numpy() & ~dyn.removed
+            y = table.is_corrupt.to_numpy(bool)[known]
+            line += (f" (precision {precision_score(y, flags[known], zero_division=0):.4f}, "
+                     f"recall {recall_score(y, flags[known], zero_division=0):.4f})")
+        lines += [line + ".", ""]
     lines += ["![score histograms](score_hist.png)", "", f"Most suspicious by `{best}`:", "",
               "![suspicious samples](suspicious.png)", "", "Learning paths (seed 000):", "", "![paths](paths.png)", "",
               "Scores of every sample: `scores.parquet`; retrain without the top r with "
