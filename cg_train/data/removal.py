@@ -32,6 +32,11 @@ def sample_names(manifest: Manifest) -> np.ndarray:
     return np.asarray([manifest.source(i) for i in range(len(manifest))], dtype=object)
 
 
+def tails(paths) -> list[tuple[str, ...]]:
+    """Class folder + file name of every path: a dataset copied to another root still matches its scores."""
+    return [Path(str(p)).parts[-2:] for p in paths]
+
+
 def indices_from_entries(entries: list[str], manifest: Manifest, source: str) -> np.ndarray:
     """Manifest indices of ``entries`` (ints, or paths / ``split[i]`` names); unknown ones are an error."""
     lookup = {name: i for i, name in enumerate(sample_names(manifest))}
@@ -77,7 +82,7 @@ def top_scored(scores_path: str, detector: str, ratio: float, manifest: Manifest
         known = [c for c in table.columns if c not in ("index", "path", "observed", "true", "is_corrupt")]
         raise ConfigError(f"--detector (noise.detector): {scores_path} has no {detector!r} scores; "
                           f"choose one of: {', '.join(known)}")
-    if len(table) != len(manifest) or "path" in table and list(table["path"]) != list(sample_names(manifest)):
+    if len(table) != len(manifest) or "path" in table and tails(table["path"]) != tails(sample_names(manifest)):
         raise DataError(f"--scores {scores_path} scores another training set ({len(table)} samples, this one has "
                         f"{len(manifest)}): score a run of the same dataset")
     order = np.lexsort((table["index"].to_numpy(), -table[detector].to_numpy(dtype=np.float64)))
