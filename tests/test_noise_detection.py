@@ -227,3 +227,16 @@ def test_retrain_sweep_points_read_the_scores_from_any_directory(tmp_path: Path)
     points = load_sweep(Path(__file__).parent.parent / "configs" / "sweeps" / "noise_retrain.yaml", tmp_path).points
     assert [p.cfg.noise.remove_ratio for p in points] == [0.0, 0.1, 0.2, 0.3]
     assert all(Path(p.cfg.noise.scores).is_absolute() and p.cfg.noise.detector == "aum" for p in points)
+
+
+def test_scores_of_another_training_set_are_refused(mnist_small: Path, tmp_path: Path) -> None:
+    from cg_train.errors import DataError
+
+    scores = tmp_path / "scores.parquet"
+    pd.DataFrame({"index": np.arange(5), "path": [f"train[{i}]" for i in range(5)], "aum": np.arange(5.0)}
+                 ).to_parquet(scores)
+    base = [f"data.dir={mnist_small}", "noise.remove_ratio=0.1", f"noise.scores={scores}"]
+    with pytest.raises(DataError, match="scores another training set"):
+        bundle([*base, "noise.detector=aum"])
+    with pytest.raises(Exception, match=r"no 'lstm' scores; choose one of: aum"):
+        bundle([*base, "noise.detector=lstm"])
