@@ -11,15 +11,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from cg_train.errors import CgTrainError
+
+
+#: subcommands of seed 002 / 000 (analysis/noise_cli.py); anything else is seed 004's EXPERIMENTS_DIR
+NOISE_COMMANDS = ("noise", "train-detector", "paths", "retrain")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cg-analyze", description="Plot seed 004's loss / top-1 curves (train vs test, pristine vs corrupt) "
-        "of every experiment folder under EXPERIMENTS_DIR, and a summary table of final and best values.")
+        "of every experiment folder under EXPERIMENTS_DIR, and a summary table of final and best values. "
+        "Seed 002/000: `cg-analyze noise RUN_DIR` (detector leaderboard), `cg-analyze train-detector RUN_DIR... "
+        "--out FILE`, `cg-analyze paths RUN_DIR`, `cg-analyze retrain SWEEP_DIR` (each has --help).")
     parser.add_argument("experiments_dir", metavar="EXPERIMENTS_DIR",
                         help="folder holding experiment folders (each with pristine/corrupt/train_sample/test.csv), "
                              "searched recursively; it may itself be one experiment")
@@ -56,13 +62,24 @@ def analyze(experiments_dir: Path, output: Path, formats: Sequence[str], dpi: in
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in NOISE_COMMANDS:  # seed 002/000 commands: cg-analyze noise|train-detector|paths|retrain
+        from .noise_cli import main as noise_main
+
+        return noise_main(argv)
     try:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed: a code, not an exit, for callers
         return int(exc.code or 0)
     formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
+    return run_and_list(lambda: analyze(Path(args.experiments_dir), Path(args.output or args.experiments_dir),
+                                        formats, args.dpi))
+
+
+def run_and_list(produce: Callable[[], list[Path]]) -> int:
+    """Run a command, print the files it wrote (0), or one ``cg-analyze: error:`` line (2)."""
     try:
-        written = analyze(Path(args.experiments_dir), Path(args.output or args.experiments_dir), formats, args.dpi)
+        written = produce()
     except CgTrainError as exc:
         print(f"cg-analyze: error: {exc}", file=sys.stderr)
         return 2

@@ -96,11 +96,23 @@ class DataConfig:
 @dataclass
 class NoiseConfig:
     corrupt_fraction: float = opt(
-        0.0, "fraction of training samples whose label is re-drawn (exactly round(f*N) samples); the new "
-        "label is uniform over all classes, so about 1/K of them keep their true label (seed 004)",
+        0.0, "fraction of training samples whose label is re-drawn from the true one (exactly round(f*N) "
+        "samples; samples with an unknown true label are never chosen); see --noise-type",
         "--corrupt-fraction", check=in_range(0.0, 1.0))
-    noise_type: str = opt("uniform", "how a re-drawn label is chosen: uniform (any class, seed 004) or "
-                          "flip (true class + 1 mod K)", "--noise-type")
+    noise_type: str = opt("uniform", "how a re-drawn label is chosen: uniform (any class, the true one "
+                          "included, so about 1/K stay correct: seed 004), symmetric (any other class: all "
+                          "f*N are wrong, seed 002's 'uniform'), or flip (true class + 1 mod K, seed 002's "
+                          "'flip')", "--noise-type")
+    exclude: Optional[str] = opt(None, "train without the samples listed in FILE (one index or path per line, "
+                                 "or a .parquet/.csv with an 'index' column); remove-and-retrain, seed 002",
+                                 "--exclude", metavar="FILE")
+    remove_ratio: float = opt(0.0, "train without the round(r*N) samples --detector scores highest in --scores "
+                              "(remove-and-retrain, seed 002 step 3)", "--remove-ratio", metavar="R",
+                              check=in_range(0.0, 1.0, hi_open=True))
+    scores: Optional[str] = opt(None, "scores.parquet written by `cg-analyze noise RUN_DIR` (for --remove-ratio)",
+                                "--scores", metavar="SCORES.parquet")
+    detector: Optional[str] = opt(None, "which detector's scores --remove-ratio ranks by (a column of --scores, "
+                                  "e.g. aum, mean_loss, lstm)", "--detector", metavar="NAME")
 
 
 @dataclass

@@ -9,15 +9,21 @@ type:
   about 1/K of the re-drawn samples keep their true label. As in seed 004, a
   sample counts as *corrupt* when its observed label differs from the true one;
   ``resampled`` records which samples were re-drawn.
+- ``symmetric`` (seed 002, "uniform" in its scripts): any class *other than* the
+  true one, uniformly, so the whole rate moves off the diagonal: exactly
+  ``round(f * N)`` samples are corrupt and none keeps its true class.
 - ``flip``: the true class + 1 (mod K), a class-dependent (asymmetric) noise in
-  which every re-drawn sample is corrupt.
+  which every re-drawn sample is corrupt (seed 002's "flip").
+
+The new label is drawn from the sample's *true* label, which is why samples whose
+true label is unknown (WebVision train, unannotated Clothing1M) are never chosen.
 
 NumPy's PCG64 stream makes the result identical on every machine and for any
 number of processes (each process computes it; nothing is broadcast).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -37,14 +43,22 @@ def uniform_noise(labels: np.ndarray, num_classes: int, rng: np.random.Generator
     return rng.integers(0, num_classes, size=len(labels), dtype=np.int64)
 
 
-@NOISES.register("flip", help="true class + 1 (mod K): class-flip (asymmetric) noise")
+@NOISES.register("symmetric", help="a uniformly random class other than the true one: every re-drawn sample "
+                "is corrupt (seed 002)")
+def symmetric_noise(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    if num_classes < 2:
+        raise ValueError("symmetric noise needs at least 2 classes")
+    return (labels + rng.integers(1, num_classes, size=len(labels), dtype=np.int64)) % num_classes
+
+
+@NOISES.register("flip", help="true class + 1 (mod K): class-flip (asymmetric) noise (seed 002's flip)")
 def flip_noise(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
     return (labels + 1) % num_classes
 
 
 def corrupt_labels(labels: np.ndarray, num_classes: int, fraction: float, noise_type: str,
                    seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(observed_labels, resampled_mask)`` for ``labels`` (int64, -1 = unknown)."""
+    """Return ``(observed_labels, resampled_mask)`` for the true ``labels`` (int64, -1 = unknown, never chosen)."""
     labels = np.asarray(labels, dtype=np.int64)
     noise = NOISES.get(noise_type)
     rng = np.random.default_rng([seed, NOISE_STREAM])
@@ -64,8 +78,9 @@ def is_corrupt(manifest: Manifest) -> np.ndarray:
 
 
 def write_corruption_record(path: str, manifest: Manifest, resampled: np.ndarray,
-                            subsets: dict[str, np.ndarray]) -> None:
-    """``corruption.parquet``: one row per training sample, reloadable by analysis with pandas."""
+                            subsets: dict[str, np.ndarray], removed: Optional[np.ndarray] = None) -> None:
+    """``corruption.parquet``: one row per training sample, reloadable by analysis with pandas;
+    ``removed`` marks the samples left out of training (remove-and-retrain)."""
     n = len(manifest)
     table = pd.DataFrame({
         "index": np.arange(n, dtype=np.int64),
@@ -74,6 +89,7 @@ def write_corruption_record(path: str, manifest: Manifest, resampled: np.ndarray
         "observed_label": manifest.observed_labels,
         "is_corrupt": is_corrupt(manifest),
         "resampled": resampled,
+        "removed": np.zeros(n, dtype=bool) if removed is None else removed,
     })
     for name, indices in subsets.items():
         member = np.zeros(n, dtype=bool)

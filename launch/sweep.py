@@ -32,6 +32,8 @@ from cg_train.errors import ConfigError
 SWEEP_KEYS = ("base", "axes", "launch")
 #: Keys cg-launch sets for every point: the point's directory, and resuming whatever is there.
 LAUNCHER_KEYS = ("output.dir", "output.resume")
+#: Config keys holding a file or folder path, made absolute for jobs that start elsewhere.
+PATH_KEYS = ("data.dir", "data.test_dir", "train.deepspeed", "noise.exclude", "noise.scores")
 #: The name of the only point of a sweep without axes.
 SINGLE_POINT = "run"
 
@@ -54,12 +56,11 @@ def for_launch(cfg: Config, run_dir: Path) -> Config:
     paths, since a job may start in another directory."""
     cfg = copy.deepcopy(cfg)
     cfg.output.dir, cfg.output.resume = str(run_dir.absolute()), "auto"
-    if cfg.data.dir:
-        cfg.data.dir = str(Path(cfg.data.dir).expanduser().absolute())
-    if cfg.data.test_dir:
-        cfg.data.test_dir = str(Path(cfg.data.test_dir).expanduser().absolute())
-    if cfg.train.deepspeed:
-        cfg.train.deepspeed = str(Path(cfg.train.deepspeed).expanduser().absolute())
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value:
+            setattr(getattr(cfg, section), name, str(Path(value).expanduser().absolute()))
     return cfg
 
 

@@ -60,3 +60,50 @@ def test_eval_subsets_follow_seed_004() -> None:
     assert len(big["corrupt"]) == corrupt.sum() and len(big["train_sample"]) == 1000
     assert all(np.array_equal(a, b) for a, b in zip(subsets.values(), eval_subsets(corrupt, known, 100, 5).values()))
     assert eval_subsets(np.zeros(10, bool), np.ones(10, bool), 0, 0)["train_sample"].size == 0
+
+
+@pytest.mark.parametrize("noise_type", ["symmetric", "flip"])
+@pytest.mark.parametrize("fraction", [0.2, 0.4, 0.77])
+def test_seed002_noise_corrupts_exactly_the_ratio_and_never_keeps_the_class(noise_type: str, fraction: float) -> None:
+    labels = np.arange(1003) % 10
+    observed, resampled = corrupt_labels(labels, 10, fraction, noise_type, seed=1)
+    assert resampled.sum() == (observed != labels).sum() == round(fraction * 1003)  # the whole rate is off-diagonal
+    assert (observed[resampled] != labels[resampled]).all()
+    if noise_type == "symmetric":  # every other class is drawn, about equally often
+        offsets = (observed[resampled] - labels[resampled]) % 10
+        assert set(offsets.tolist()) == set(range(1, 10))
+
+
+def test_noise_types_say_which_seed_they_follow() -> None:
+    from cg_train.noise import NOISES
+
+    assert "seed 004" in NOISES.describe("uniform") and "seed 002" in NOISES.describe("symmetric")
+
+
+def build_train(root, dataset: str, fraction: float, *extra: str):
+    from cg_train.config import build_config
+    from cg_train.data.bundle import build_data
+    import torch
+
+    cfg = build_config(overrides=[f"data.dir={root}", f"data.dataset={dataset}", f"noise.corrupt_fraction={fraction}",
+                                  "noise.noise_type=symmetric", "data.workers=0", "data.batch_size=2", *extra])
+    return build_data(cfg, 32, 32, 0, 1, torch.device("cpu"))
+
+
+def test_unknown_true_labels_are_never_redrawn_through_the_bundle(tmp_path) -> None:
+    from test_readers import clothing_tree, webvision_tree
+
+    from cg_train.data.readers import DATASETS
+
+    webvision_tree(tmp_path / "web")
+    web = build_train(tmp_path / "web", "webvision", 1.0).train
+    original = DATASETS.get("webvision")(str(tmp_path / "web"), "train")
+    assert np.array_equal(web.observed_labels, original.observed_labels)  # nothing re-drawn: no true label known
+
+    clothing_tree(tmp_path / "cl")
+    data = build_train(tmp_path / "cl", "clothing1m", 1.0)
+    # samples 2 and 3 have clean annotations (true 2 and 5): re-drawn away from the true class; the rest keep web labels
+    assert data.resampled.tolist() == [False, False, True, True, False, False, False, False]
+    assert data.train.observed_labels[2] != 2 and data.train.observed_labels[3] != 5
+    keep = [0, 1, 4, 5, 6, 7]
+    assert data.train.observed_labels[keep].tolist() == keep

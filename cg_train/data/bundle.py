@@ -5,7 +5,7 @@ import functools
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from ..results import EVAL_PHASES
 from .loaders import LOADERS, Loader, LoaderSpec
 from .manifest import UNKNOWN_LABEL, Manifest
 from .readers import DATASETS
+from .removal import removed_mask
 from .readers.listing import listing_cache
 from .subsets import eval_subsets
 
@@ -37,6 +38,7 @@ class DataBundle:
     train_loader: Loader
     eval_loaders: dict[str, Loader]  # phase -> loader; empty phases are left out
     extra_loaders: dict[str, Callable[[], Loader]] = field(default_factory=dict)  # phase -> builder, on demand
+    removed: Optional[np.ndarray] = None  # bool [N]: left out of training (--exclude / --remove-ratio)
 
     def extra_loader(self, phase: str) -> Loader:
         if phase not in self.extra_loaders:
@@ -67,9 +69,11 @@ def read_manifests(cfg: "Config") -> tuple[Manifest, Manifest]:
 
 
 def apply_noise(train: Manifest, cfg: "Config") -> tuple[Manifest, np.ndarray]:
-    observed, resampled = corrupt_labels(train.observed_labels, train.num_classes,
-                                         cfg.noise.corrupt_fraction, cfg.noise.noise_type, cfg.train.seed)
-    return train.with_observed(observed), resampled
+    """Re-draw labels from the *true* ones: a sample whose true label is unknown is never chosen and keeps
+    its observed (e.g. web) label."""
+    redrawn, resampled = corrupt_labels(train.true_labels, train.num_classes,
+                                        cfg.noise.corrupt_fraction, cfg.noise.noise_type, cfg.train.seed)
+    return train.with_observed(np.where(resampled, redrawn, train.observed_labels)), resampled
 
 
 def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world_size: int,
@@ -92,10 +96,14 @@ def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world
 
     if len(train) < world_size:
         raise DataError(f"{len(train)} training samples cannot be shared by {world_size} processes")
-    train_loader = factory(spec(train, np.arange(len(train), dtype=np.int64), True))
+    removed = removed_mask(cfg.noise, train)
+    if removed.any():
+        log.info("training without %d of %d samples (--exclude / --remove-ratio)", removed.sum(), len(train))
+    train_loader = factory(spec(train, np.flatnonzero(~removed).astype(np.int64), True))
     phase_sets = {**subsets, "test": np.arange(len(test), dtype=np.int64)}
     eval_loaders = {name: factory(spec(test if name == "test" else train, phase_sets[name], False))
                     for name in EVAL_PHASES if len(phase_sets[name])}
     # built on first use (most runs never need it), then kept
     train_all = functools.cache(lambda: factory(spec(train, np.arange(len(train), dtype=np.int64), False)))
-    return DataBundle(train, test, resampled, subsets, train_loader, eval_loaders, {TRAIN_ALL: train_all})
+    return DataBundle(train, test, resampled, subsets, train_loader, eval_loaders, {TRAIN_ALL: train_all},
+                      removed)

@@ -145,7 +145,8 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", to_yaml(cfg, run_metadata(accelerator.num_processes)))
-        write_corruption_record(str(out / "corruption.parquet"), data.train, data.resampled, data.subsets)
+        write_corruption_record(str(out / "corruption.parquet"), data.train, data.resampled, data.subsets,
+                                data.removed)
     accelerator.wait_for_everyone()
     setup_logging(accelerator.is_main_process, out / "log.txt")
     log.info("cg-train: %s on %d training samples of %d classes (%d corrupt), %d test samples; "

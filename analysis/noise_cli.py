@@ -1,0 +1,127 @@
+"""Seed 002's analysis commands of ``cg-analyze`` (one per step of its workflow after training):
+
+- ``cg-analyze noise RUN_DIR``: score every sample with every detector, leaderboard report (step 3's metrics);
+- ``cg-analyze train-detector RUN_DIR... --out FILE``: train the LSTM detector (step 2, ``train_detector.py``);
+- ``cg-analyze paths RUN_DIR [--samples 12,57]``: seed 000's learning-path views;
+- ``cg-analyze retrain SWEEP_DIR``: test accuracy against remove ratio of a remove-and-retrain sweep.
+
+Each returns an exit code and prints one ``cg-analyze: error:`` line on bad input, like the seed-004 command.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+
+def source_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", default="auto", choices=("auto", "train", "eval"),
+                        help="which path logs: training passes (--paths) or eval passes after each epoch "
+                             "(--paths-eval); auto: training passes when logged")
+
+
+def detectors_arg(value: str) -> list[str]:
+    from .detectors import DETECTORS
+
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    for name in names:
+        DETECTORS.get(name)
+    return names
+
+
+def samples_arg(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--samples {value!r}: give comma-separated sample indices, e.g. 12,57")
+
+
+def noise(args: argparse.Namespace) -> list[Path]:
+    from .detectors import DETECTORS, load_dynamics
+    from .noise_report import write_report
+
+    run = Path(args.run_dir)
+    dyn = load_dynamics(run, args.source)
+    names = args.detectors or DETECTORS.names()
+    return write_report(dyn, Path(args.output or run / "noise"), names, args.detector, args.dpi, args.samples)
+
+
+def train_detector(args: argparse.Namespace) -> list[Path]:
+    from .detectors import load_dynamics
+    from .detectors.lstm import train_detector as fit
+
+    runs = [load_dynamics(Path(r), args.source) for r in args.run_dirs]
+    report = fit(runs, Path(args.out), epochs=args.epochs, init=args.init)
+    print(f"cg-analyze: LSTM detector trained on {report.samples} samples ({report.corrupt} corrupt) of "
+          f"{len(runs)} run(s), {report.epochs} epochs, last loss {report.final_loss:.4f}")
+    return [Path(args.out)]
+
+
+def paths(args: argparse.Namespace) -> list[Path]:
+    from .detectors import DETECTORS, load_dynamics
+    from .path_views import write_path_views
+
+    run = Path(args.run_dir)
+    dyn = load_dynamics(run, args.source)
+    scores = None if args.samples else DETECTORS.get(args.by)(dyn)
+    return write_path_views(dyn, Path(args.output or run / "noise"), args.samples, scores, args.dpi)
+
+
+def retrain(args: argparse.Namespace) -> list[Path]:
+    from .retrain import write_retrain
+
+    return write_retrain(Path(args.sweep_dir), Path(args.output or args.sweep_dir), args.dpi)
+
+
+def build_parsers() -> dict[str, tuple[argparse.ArgumentParser, Callable[[argparse.Namespace], list[Path]]]]:
+    noise_p = argparse.ArgumentParser(prog="cg-analyze noise", description="Score every training sample of a "
+                                      "run with every noise detector; ROC/PR, histograms, suspicious samples, "
+                                      "learning paths, scores.parquet (seed 002).")
+    noise_p.add_argument("run_dir", metavar="RUN_DIR", help="a cg-train --output-dir trained with --paths and/or "
+                         "--paths-eval")
+    noise_p.add_argument("--detectors", type=detectors_arg, help="comma-separated detectors (default: all of "
+                         "aum, confident_learning, forgetting, lstm, mean_loss)")
+    noise_p.add_argument("--detector", type=Path, metavar="FILE", help="LSTM detector file for 'lstm' (default: "
+                         "the one shipped, trained on the embedded MNIST digits)")
+    noise_p.add_argument("--samples", type=samples_arg, help="learning paths of these sample indices (default: the "
+                         "6 most and 6 least suspicious)")
+
+    train_p = argparse.ArgumentParser(prog="cg-analyze train-detector", description="Train seed 002's 2-layer "
+                                      "LSTM noise detector on runs with synthetic noise; save it as FILE.")
+    train_p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    train_p.add_argument("--out", required=True, metavar="FILE", help="where to save the detector (.pt)")
+    train_p.add_argument("--init", type=Path, metavar="FILE", help="fine-tune this saved detector")
+    train_p.add_argument("--epochs", type=int, default=20, help="passes over the sequences (default: 20)")
+
+    paths_p = argparse.ArgumentParser(prog="cg-analyze paths", description="Seed 000's learning-path views of "
+                                      "chosen samples: p(true)/p(given) over epochs and on a simplex.")
+    paths_p.add_argument("run_dir", metavar="RUN_DIR")
+    paths_p.add_argument("--samples", type=samples_arg, help="comma-separated sample indices")
+    paths_p.add_argument("--by", default="aum", help="without --samples: the 6 most and 6 least suspicious by "
+                         "this detector (default: aum)")
+
+    retrain_p = argparse.ArgumentParser(prog="cg-analyze retrain", description="Test accuracy against remove "
+                                        "ratio for the runs of a remove-and-retrain sweep (seed 002 step 3).")
+    retrain_p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder holding the runs (searched recursively)")
+
+    for parser in (noise_p, paths_p, retrain_p):
+        parser.add_argument("-o", "--output", metavar="DIR", help="where to write (default: RUN_DIR/noise, or "
+                            "SWEEP_DIR)")
+        parser.add_argument("--dpi", type=int, default=110)
+    for parser in (noise_p, train_p, paths_p):
+        source_arg(parser)
+    return {"noise": (noise_p, noise), "train-detector": (train_p, train_detector), "paths": (paths_p, paths),
+            "retrain": (retrain_p, retrain)}
+
+
+def main(argv: Sequence[str]) -> int:
+    """``argv[0]`` is the command name."""
+    parser, run = build_parsers()[argv[0]]
+    try:
+        args = parser.parse_args(list(argv[1:]))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    from .cli import run_and_list
+
+    return run_and_list(lambda: run(args))
