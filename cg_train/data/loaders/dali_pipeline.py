@@ -36,17 +36,19 @@ def decode_window(encoded, slice_start, slice_shape, gpu: bool):
                                    output_type=types.RGB, adjust_orientation=False)
 
 
-def resize_normalize(images, roi_start, roi_end, mirror, crop_size: int):
-    """Resize the window to ``crop x crop`` (antialiased linear, as PIL's bilinear), flip, normalise."""
+def resize_normalize(images, roi_start, roi_end, mirror, crop_size: int, channels_last: bool = False):
+    """Resize the window to ``crop x crop`` (antialiased linear, as PIL's bilinear), flip, normalise;
+    CHW out, or HWC for a channels_last model (no transpose pass: the layout is the resize's own)."""
     images = fn.resize(images, size=[crop_size, crop_size], roi_start=roi_start, roi_end=roi_end,
                        interp_type=types.INTERP_LINEAR, antialias=True)
-    return fn.crop_mirror_normalize(images, mirror=mirror, dtype=types.FLOAT, output_layout="CHW",
+    return fn.crop_mirror_normalize(images, mirror=mirror, dtype=types.FLOAT,
+                                      output_layout="HWC" if channels_last else "CHW",
                                     mean=[255.0 * m for m in IMAGENET_MEAN],
                                     std=[255.0 * s for s in IMAGENET_STD])
 
 
 def build_pipeline(source: Callable[[], tuple], *, encoded: bool, crop_size: int, batch_size: int,
-                   threads: int, prefetch: int, device_id: Optional[int]) -> Pipeline:
+                   threads: int, prefetch: int, device_id: Optional[int], channels_last: bool = False) -> Pipeline:
     """A built pipeline returning ``(images, indices)``; ``device_id=None`` is DALI's CPU-only mode.
 
     ``encoded``: the source yields encoded files (decoded here); otherwise HWC uint8 arrays.
@@ -62,7 +64,8 @@ def build_pipeline(source: Callable[[], tuple], *, encoded: bool, crop_size: int
             images = decode_window(fed["data"], fed["slice_start"], fed["slice_shape"], gpu)
         else:
             images = fed["data"].gpu() if gpu else fed["data"]
-        return resize_normalize(images, fed["roi_start"], fed["roi_end"], fed["mirror"], crop_size), fed["index"]
+        images = resize_normalize(images, fed["roi_start"], fed["roi_end"], fed["mirror"], crop_size, channels_last)
+        return images, fed["index"]
 
     pipe = image_pipeline()
     pipe.build()
