@@ -30,6 +30,7 @@ from ..errors import CgTrainError
 from ..recorders import Recorders, RunContext
 from . import checkpoint, deepspeed_backend
 from .evaluate import evaluate
+from .fast_path import host_to_device
 from .preemption import StopSignals, TrainingInterrupted, signal_names
 
 log = logging.getLogger("cg_train")
@@ -145,8 +146,8 @@ class Trainer:
         with nullcontext() if sync else accelerator.no_sync(self.model):
             logits = self.model(images)
             losses = F.cross_entropy(logits.float(), targets, reduction="none") * weight
-            count_and_stop = torch.tensor([float(len(batch.indices)), float(self.stop.requested)],
-                                          dtype=torch.float64, device=losses.device)  # one host-to-device copy
+            count_and_stop = host_to_device([float(len(batch.indices)), float(self.stop.requested)],
+                                            losses.device)  # one host-to-device copy, no host sync
             stats = torch.stack([count_and_stop[0], losses.detach().sum().double(), count_and_stop[1]])
             if world > 1:
                 stats = accelerator.reduce(stats, reduction="sum")
