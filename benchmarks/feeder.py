@@ -9,7 +9,7 @@ decoding) on real JPEGs, with each read made ``--latency`` ms slower by a sleep 
 like a network read, releases the GIL), and compares the serial reader (``readers=0``)
 with the reader pool. Target: >= 6,000 images/s per process at 2 ms.
 
-    python benchmarks/feeder.py                                # latencies 0, 0.5, 2 ms; 16 readers
+    python benchmarks/feeder.py                                # latencies 0, 0.5, 2 ms; 32 readers
     python benchmarks/feeder.py --latency 2 --readers 32 --images 4000
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64, help="images per step of this process")
-    parser.add_argument("--readers", type=int, default=16, help="reader threads of the concurrent feeder")
+    parser.add_argument("--readers", type=int, default=32, help="reader threads of the concurrent feeder")
     parser.add_argument("--latency", type=float, nargs="+", default=[0.0, 0.5, 2.0], help="ms per file read")
     parser.add_argument("--repeats", type=int, default=3, help="epochs per cell (the median is printed)")
     parser.add_argument("--dir", default=None, help="reuse JPEGs in this folder instead of writing new ones")

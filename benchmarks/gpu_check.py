@@ -29,6 +29,7 @@ DECODE_MEAN_LEVELS, DECODE_P99_LEVELS = 1.0, 8.0
 RESUME_LOSS_RTOL, RESUME_ACC_POINTS = 2e-2, 1.0
 #: the demo runs: MNIST digits (cg-train prepare-demo), cifar_resnet20 (BatchNorm), 2 epochs
 DEMO_ARGS = ["--arch", "cifar_resnet20", "--batch-size", "128", "--epochs", "2", "--sample-size", "500",
+             "--corrupt-fraction", "0.5",
              "--no-progress", "--print-freq", "1", "--workers", "4"]
 
 
@@ -133,7 +134,7 @@ class Context:
             if time.time() > deadline:
                 proc.kill()
                 raise Failed(f"{name}: no step of epoch 1 within 10 minutes")
-            time.sleep(0.05)
+            time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=300)
         if "--resume" not in stderr:

@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -160,12 +161,14 @@ def append_rows(path: Path, report: dict[str, Any]) -> None:
     head, _, tail = text.partition(TABLE_HEADER)
     table_end = re.search(r"\n(?!\|)[^\n]", tail[tail.index("| date"):])
     cut = tail.index("| date") + table_end.start() + 1 if table_end else len(tail)
-    tail = tail[:cut].rstrip("\n") + "\n" + markdown_rows(report) + tail[cut:]
+    rest = tail[cut:]
+    tail = tail[:cut].rstrip("\n") + "\n" + markdown_rows(report) + ("\n" + rest if rest else "")
     path.write_text(head + TABLE_HEADER + tail)
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
+    given = shlex.join(argv)
     passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -213,8 +216,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     crop = args.image_size or 224
     flops = training_flops_per_image(args.arch, 4, crop)
     report = {"setup": {"date": time.strftime("%Y-%m-%d"), "machine": args.machine or f"{name}, {os.cpu_count()} CPUs",
-                        "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:] if argv is None else argv
-                                                                                + (["--", *passthrough] if passthrough else [])),
+                        "command": f"python benchmarks/throughput.py {given}".strip(),
                         "arch": args.arch, "batch_size": args.batch_size, "crop": crop, "device": name,
                         "train_gflop_per_image": flops / 1e9, "bf16_peak_tflops": peak},
               "rows": rows}
