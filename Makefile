@@ -19,6 +19,7 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip uninstall -y -q nvidia-dali-cuda120  # replaced by the CUDA 13 build (both are nvidia.dali)
 	$(PIP) -e '.[dev,dali]'
 	touch $(STAMP)
 

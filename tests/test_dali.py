@@ -51,11 +51,11 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def spec(manifest: Manifest, train: bool, *, batch: int = 8, resize: int = 256, crop: int = 224,
-         augment: bool = False, world: int = 1, rank: int = 0, threads: int = 2) -> LoaderSpec:
+         augment: bool = False, world: int = 1, rank: int = 0, threads: int = 2, **more) -> LoaderSpec:
     return LoaderSpec(manifest=manifest, indices=np.arange(len(manifest), dtype=np.int64), train=train,
                       batch_size=batch, resize_size=resize, crop_size=crop, random_augmentations=augment,
                       workers=0, seed=3, rank=rank, world_size=world, device=torch.device("cpu"),
-                      dali_threads=threads)
+                      dali_threads=threads, **more)
 
 
 def epoch(loader_name: str, loader_spec: LoaderSpec, number: int = 0, start_step: int = 0):
@@ -180,3 +180,71 @@ def test_in_memory_cifar_trains_with_dali(tmp_path: Path) -> None:
                  "--random-augmentations", "--batch-size", "2") == 0
     assert read_csv(out / "test.csv")["count"].tolist() == [1, 1]
     assert read_csv(out / "train.csv").epoch.tolist() == [0]
+
+
+def assert_same_batches(ours, theirs) -> None:
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a.indices, b.indices) and torch.equal(a.observed_labels, b.observed_labels)
+        assert torch.equal(a.images, b.images)
+
+
+def test_reader_pool_feeds_exactly_what_the_serial_read_feeds(photos: Path, tmp_path: Path) -> None:
+    """Files read concurrently ahead of the step: the same batches, crops and skipped files as reading
+    each file on the training thread, bad files (which make DALI fail a batch and restart) included."""
+    root = tmp_path / "data"
+    shutil.copytree(photos / "train", root / "train")
+    write_broken_files(root / "train" / "class0")
+    train_set = DATASETS.get("imagefolder")(str(root), "train")
+    kwargs = dict(batch=6, resize=128, crop=112, augment=True)
+    serial, serial_skipped = epoch("dali", spec(train_set, True, readers=0, **kwargs), 1)
+    pooled, pooled_skipped = epoch("dali", spec(train_set, True, readers=3, **kwargs), 1)
+    assert_same_batches(pooled, serial)
+    assert sorted(pooled_skipped) == sorted(serial_skipped) and len(serial_skipped) == len(BROKEN)
+    resumed, _ = epoch("dali", spec(train_set, True, readers=3, **kwargs), 1, start_step=3)
+    assert_same_batches(resumed, serial[3:])
+
+
+def test_loaders_of_a_run_share_one_pipeline(photos: Path) -> None:
+    """Train and eval loaders with one ``shared`` dict hold one DALI pipeline, yield what loaders of
+    their own yield, and an epoch left unfinished does not leak its queued batches into another phase."""
+    from cg_train.data.loaders.dali import SharedPipeline
+
+    train_set = DATASETS.get("imagefolder")(str(photos), "train")
+    val = DATASETS.get("imagefolder")(str(photos), "val")
+    kwargs = dict(batch=4, resize=128, crop=112)
+    shared: dict = {}
+    loaders = {"train": LOADERS.get("dali")(spec(train_set, True, augment=True, shared=shared, **kwargs)),
+               "val": LOADERS.get("dali")(spec(val, False, shared=shared, **kwargs)),
+               "train_eval": LOADERS.get("dali")(spec(train_set, False, shared=shared, **kwargs))}
+    alone = {name: epoch("dali", spec(loader.spec.manifest, loader.spec.train, augment=loader.spec.train,
+                                      **kwargs))[0] for name, loader in loaders.items()}
+    got = {}
+    for name in ("val", "train", "train_eval", "val"):
+        loader = loaders[name]
+        loader.set_epoch(0)
+        if name == "val" and name not in got:  # leave the first val epoch after one batch
+            next(iter(loader))
+            got[name] = None
+            continue
+        got[name] = list(loader)
+    partial = loaders["train"]
+    partial.set_epoch(0)
+    batches = iter(partial)
+    next(batches)  # left unfinished and still open while another phase runs
+    got["val"] = list(loaders["val"])
+    for name, batches_alone in alone.items():
+        assert_same_batches(got[name], batches_alone)
+    pipelines = [v for v in shared.values() if isinstance(v, SharedPipeline)]
+    assert len(pipelines) == 1 and pipelines[0].pipe is not None
+    with pytest.raises(RuntimeError, match="took the pipeline over"):
+        next(batches)
+
+
+def test_channels_last_output_is_the_same_images_in_nhwc(photos: Path) -> None:
+    val = DATASETS.get("imagefolder")(str(photos), "val")
+    for name in ("dali", "torchvision"):
+        plain, _ = epoch(name, spec(val, False, batch=4))
+        nhwc, _ = epoch(name, spec(val, False, batch=4, channels_last=True))
+        assert_same_batches(nhwc, plain)
+        assert all(b.images.is_contiguous(memory_format=torch.channels_last) for b in nhwc), name

@@ -84,6 +84,7 @@ def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world
                            cfg.train.seed)
     factory = LOADERS.get(cfg.data.loader)
     workers = usable_workers(cfg.data.workers)
+    shared: dict = {}  # what the loaders of this run share (DALI: pipelines, reader threads)
 
     def spec(manifest: Manifest, indices: np.ndarray, train_phase: bool) -> LoaderSpec:
         batch = cfg.data.batch_size if train_phase else (cfg.data.eval_batch_size or cfg.data.batch_size)
@@ -92,7 +93,8 @@ def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world
                           random_augmentations=cfg.data.random_augmentations, workers=workers,
                           seed=cfg.train.seed, rank=rank, world_size=world_size, device=device,
                           dali_threads=cfg.data.dali_threads, prefetch=cfg.data.dali_prefetch,
-                          augment=cfg.data.augment)
+                           augment=cfg.data.augment, readers=cfg.speed.dali_readers,
+                           channels_last=cfg.speed.channels_last, shared=shared)
 
     if len(train) < world_size:
         raise DataError(f"{len(train)} training samples cannot be shared by {world_size} processes")

@@ -25,7 +25,7 @@ from ..noise import is_corrupt, write_corruption_record
 from ..optim import build_optimizer, build_scheduler
 from ..results import RESULT_CSVS
 from ..recorders import RunContext, build_recorders
-from . import checkpoint, deepspeed_backend
+from . import checkpoint, deepspeed_backend, fast_path
 from .preemption import StopSignals
 from .trainer import Trainer
 
@@ -121,13 +121,12 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
     setup_logging(accelerator.is_main_process)
     out = Path(cfg.output.dir)
     set_seed(cfg.train.seed)
-    if accelerator.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    fast_path.configure_backends(cfg, accelerator.device)
 
     resize, crop = input_sizes(cfg)
     data = build_data(cfg, resize, crop, accelerator.process_index, accelerator.num_processes,
                       accelerator.device)
-    model = build_model(cfg.model.arch, data.train.num_classes, cfg.model.pretrained)
+    model = fast_path.prepare_model(build_model(cfg.model.arch, data.train.num_classes, cfg.model.pretrained), cfg)
     optimizer = build_optimizer(model.parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg)
     resume_from = resolve_resume(cfg, out)
@@ -135,6 +134,7 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
     if deepspeed_backend.uses_deepspeed(accelerator):
         deepspeed_backend.configure(accelerator, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
+    model = fast_path.maybe_compile(model, cfg, accelerator)
     ctx = RunContext(cfg, out, accelerator, data)
     recorders = build_recorders(ctx)
     trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop, stop)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -29,6 +30,7 @@ from ..errors import CgTrainError
 from ..recorders import Recorders, RunContext
 from . import checkpoint, deepspeed_backend
 from .evaluate import evaluate
+from .fast_path import host_to_device
 from .preemption import StopSignals, TrainingInterrupted, signal_names
 
 log = logging.getLogger("cg_train")
@@ -97,6 +99,7 @@ class Trainer:
         sums = torch.zeros(2, dtype=torch.float64, device=self.accelerator.device)  # count, loss
         bar = progress_bar(total, f"epoch {epoch} train", self.progress, initial=self.state.step)
         stopping = False
+        started = time.perf_counter()
         for step, batch in enumerate(loader, start=self.state.step):
             batch = batch.to(self.accelerator.device)
             logits, losses, stats = self.train_step(batch, step, total)
@@ -116,9 +119,11 @@ class Trainer:
                 self.interrupt(next_step=step + 1)
         bar.close()
         self.report_skipped(epoch, "train", loader)
-        count, loss_sum = sums.tolist()
-        log.info("epoch %d: trained on %d samples, mean loss %.4f, lr %.4g", epoch, int(count),
-                 loss_sum / max(count, 1), self.optimizer.param_groups[0]["lr"])
+        count, loss_sum = sums.tolist()  # waits for the last step, so the time below is the epoch's
+        seconds = time.perf_counter() - started
+        log.info("epoch %d: trained on %d samples, mean loss %.4f, lr %.4g, %.1f s (%.1f img/s)", epoch,
+                 int(count), loss_sum / max(count, 1), self.optimizer.param_groups[0]["lr"], seconds,
+                 count / max(seconds, 1e-9))
 
     def train_step(self, batch: Batch, step: int, total: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forward/backward one mini-batch; step the optimizer at the end of an accumulation group.
@@ -141,8 +146,8 @@ class Trainer:
         with nullcontext() if sync else accelerator.no_sync(self.model):
             logits = self.model(images)
             losses = F.cross_entropy(logits.float(), targets, reduction="none") * weight
-            count_and_stop = torch.tensor([float(len(batch.indices)), float(self.stop.requested)],
-                                          dtype=torch.float64, device=losses.device)  # one host-to-device copy
+            count_and_stop = host_to_device([float(len(batch.indices)), float(self.stop.requested)],
+                                            losses.device)  # one host-to-device copy, no host sync
             stats = torch.stack([count_and_stop[0], losses.detach().sum().double(), count_and_stop[1]])
             if world > 1:
                 stats = accelerator.reduce(stats, reduction="sum")

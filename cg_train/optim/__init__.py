@@ -17,10 +17,14 @@ if TYPE_CHECKING:
     from ..config import Config, OptimConfig
 
 
+Build = Callable[[Iterable[torch.nn.Parameter], "OptimConfig"], torch.optim.Optimizer]
+
+
 @dataclass(frozen=True)
 class OptimizerSpec:
-    build: Callable[[Iterable[torch.nn.Parameter], "OptimConfig"], torch.optim.Optimizer]
+    build: Build
     check: Optional[Callable[["Config"], None]] = None
+    fused: Optional[Build] = None  # the one-kernel variant, for --fused-optimizer
 
 
 OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer", "--optimizer (optim.optimizer)")
@@ -28,13 +32,19 @@ SCHEDULERS: Registry[Callable[..., Any]] = Registry("lr scheduler", "--lr-schedu
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: "Config") -> torch.optim.Optimizer:
-    return OPTIMIZERS.get(cfg.optim.optimizer).build(params, cfg.optim)
+    spec = OPTIMIZERS.get(cfg.optim.optimizer)
+    build = spec.fused if cfg.speed.fused_optimizer else spec.build
+    assert build is not None  # check_optimizer_config refused it at start-up
+    return build(params, cfg.optim)
 
 
 def check_optimizer_config(cfg: "Config") -> None:
     spec = OPTIMIZERS.get(cfg.optim.optimizer)
     if spec.check is not None:
         spec.check(cfg)
+    if cfg.speed.fused_optimizer and spec.fused is None:
+        raise ConfigError(f"--fused-optimizer: optimizer {cfg.optim.optimizer} has no fused variant; drop "
+                          f"--fused-optimizer or use --optimizer SGD")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: "Config") -> torch.optim.lr_scheduler.LRScheduler:
@@ -46,8 +56,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: "Config") -> torch.op
     return SCHEDULERS.get(name)(optimizer, cfg)
 
 
-OPTIMIZERS.register("SGD", help="torch SGD with momentum and weight decay")(OptimizerSpec(
-    lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)))
+OPTIMIZERS.register("SGD", help="torch SGD with momentum and weight decay (foreach; fused with "
+                                 "--fused-optimizer)")(OptimizerSpec(
+    lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
+    fused=lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                                            fused=True)))
 
 
 @SCHEDULERS.register("auto", help="multistep with --lr-milestones, else step for resnet18 and cosine for the "

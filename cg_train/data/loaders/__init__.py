@@ -12,7 +12,7 @@ A loader is built from a :class:`LoaderSpec` by a factory registered in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple, Optional, Protocol
 
 import numpy as np
@@ -46,6 +46,11 @@ class LoaderSpec:
     device: torch.device
     dali_threads: Optional[int] = None  # DALI CPU threads (default: workers, at least 1)
     prefetch: int = 2  # batches a DALI pipeline prepares ahead
+    readers: int = 32  # threads reading files ahead of the step (DALI; 0: read on the training thread)
+    channels_last: bool = False  # hand images out in NHWC memory order (the model is channels_last too)
+    #: one dict for all loaders of a run: backends keep what their loaders can share there (DALI: one
+    #: pipeline per graph shape and one reader pool, instead of one each per phase)
+    shared: dict = field(default_factory=dict)
     augment: str = "auto"  # augmentation preset (cg_train.data.augment); auto follows random_augmentations
 
     @property
@@ -81,4 +86,4 @@ def epoch_plan(spec: LoaderSpec, epoch: int) -> list[np.ndarray]:
     return [mine[i:i + size] for i in range(0, len(mine), size)]
 
 
-from . import dali, torchvision  # noqa: E402,F401  (register)
+from . import dali, synthetic, torchvision  # noqa: E402,F401  (register)

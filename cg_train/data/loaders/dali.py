@@ -21,6 +21,15 @@ Consequences:
   and every sample of a batch DALI fails on anyway, are decoded by the reference PIL
   path with the same window. What PIL cannot decode either is left out and reported
   in ``skipped``; indices never shift.
+- Reading: on network storage a file read takes 0.5-2 ms, so reading a step's files one
+  after another on the training thread would cap a process at 500-2,000 images/s. A
+  small thread pool (``--dali-readers``) reads the files of the next steps while DALI
+  decodes this one; what is fed, in which order, and how bad files are handled is
+  exactly what the serial read gives (``readers=0``).
+- Pipelines: every loader of a run whose graph has the same shape (file or array
+  input, crop, batch, threads, device, layout) shares one DALI pipeline, so train, the
+  four eval phases and ``train_all`` hold one set of DALI threads and decoder memory,
+  not six. Phases run one after another; an epoch left unfinished gives the pipeline up.
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ import io
 import logging
 import mmap
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
@@ -50,6 +60,12 @@ log = logging.getLogger("cg_train")
 PLACEHOLDER_INDEX = -1
 PLACEHOLDER_SIZE = 8
 HUGE_PAGE = 2 << 20
+#: Steps whose files the reader pool reads ahead of the one DALI asks for (DALI's own queue comes on top).
+READ_AHEAD_STEPS = 4
+#: Files per task of the reader pool: fewer hand-offs between threads than one task per file.
+READ_CHUNK = 4
+
+Read = tuple[Optional[np.ndarray], Optional[tuple[int, int]]]
 
 
 def _placeholder(encoded: bool) -> np.ndarray:
@@ -93,29 +109,85 @@ class PreparedStep:
 
 
 class StepFeeder:
-    """DALI's source for one epoch: each call feeds the next planned step and remembers it."""
+    """DALI's source for one epoch: each call feeds the next planned step and remembers it.
 
-    def __init__(self, loader: "DaliLoader", steps: list[np.ndarray], epoch: int):
-        self.loader, self.steps, self.epoch = loader, steps, epoch
+    With a reader pool, the files of the next ``READ_AHEAD_STEPS`` steps are being read
+    while the current one is prepared; results are taken in plan order, so what is fed
+    does not depend on which read finishes first.
+    """
+
+    def __init__(self, loader: "DaliLoader", steps: list[np.ndarray], epoch: int,
+                 pool: Optional[ThreadPoolExecutor] = None):
+        self.loader, self.steps, self.epoch, self.pool = loader, steps, epoch, pool
         self.cursor = 0
         self.pending: deque[PreparedStep] = deque()
+        self.reads: deque[list[Future]] = deque()  # the files of steps cursor, cursor + 1, ... in chunks
+
+    def _read_ahead(self) -> None:
+        assert self.pool is not None
+        while len(self.reads) <= READ_AHEAD_STEPS and self.cursor + len(self.reads) < len(self.steps):
+            indices = self.steps[self.cursor + len(self.reads)].tolist()
+            chunks = [indices[i:i + READ_CHUNK] for i in range(0, len(indices), READ_CHUNK)]
+            self.reads.append([self.pool.submit(self.loader._read_all, chunk) for chunk in chunks])
 
     def __call__(self) -> tuple:
         if self.cursor >= len(self.steps):
             raise StopIteration
-        step, feed = self.loader.prepare(self.cursor, self.steps[self.cursor], self.epoch)
+        reads = None
+        if self.pool is not None:
+            self._read_ahead()
+            reads = [read for future in self.reads.popleft() for read in future.result()]
+        step, feed = self.loader.prepare(self.cursor, self.steps[self.cursor], self.epoch, reads)
         self.pending.append(step)
         self.cursor += 1
         return feed
 
     def restart_after(self, step: PreparedStep) -> None:
         """Forget what was prefetched; the next call feeds the step after ``step``."""
+        self.close()
         self.cursor = step.position + 1
         self.pending.clear()
+
+    def close(self) -> None:
+        """Drop the reads ahead (those already running finish on their own; nobody waits for them)."""
+        for futures in self.reads:
+            for future in futures:
+                future.cancel()
+        self.reads.clear()
 
     @property
     def done(self) -> bool:
         return self.cursor >= len(self.steps) and not self.pending
+
+
+class SharedPipeline:
+    """One DALI pipeline used in turn by every loader of a run whose graph has the same shape.
+
+    The pipeline's source is this object, which forwards to the feeder of the loader
+    iterating now. DALI keeps nothing between epochs once its queue is drained and
+    ``reset()``, so another loader can take over at an epoch boundary.
+    """
+
+    def __init__(self) -> None:
+        self.pipe = None
+        self.feeder: Optional[StepFeeder] = None  # the iteration that owns the pipeline now
+
+    def __call__(self) -> tuple:
+        assert self.feeder is not None
+        return self.feeder()
+
+    def take(self, feeder: StepFeeder) -> None:
+        if self.feeder is not None:  # an iteration left unfinished, not yet closed: its batches are queued
+            self.pipe = None
+        self.feeder = feeder
+
+    def release(self, feeder: StepFeeder, finished: bool) -> None:
+        """End ``feeder``'s turn; an unfinished epoch leaves batches inside DALI, so the pipeline goes."""
+        feeder.close()
+        if self.feeder is feeder:
+            self.feeder = None
+            if not finished:
+                self.pipe = None
 
 
 class DaliLoader:
@@ -141,9 +213,20 @@ class DaliLoader:
         self.skipped: list[SkippedSample] = []
         self._steps: list[np.ndarray] = []
         self._epoch = 0
-        self._feeder: Optional[StepFeeder] = None
-        self._pipe = None
         self._warned = False
+        device_id = None
+        if self.gpu:
+            device_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        self.device_id = device_id
+        shape = ("dali-pipeline", self.encoded, spec.crop_size, self.max_batch, self.threads, spec.prefetch,
+                 device_id, spec.channels_last, tuple(self.preset.mean), tuple(self.preset.std), bool(self.pad))
+        self._shared: SharedPipeline = spec.shared.setdefault(shape, SharedPipeline())
+        self._pool: Optional[ThreadPoolExecutor] = None
+        if self.encoded and spec.readers > 0:  # in-memory arrays need no reading
+            key = ("dali-readers", spec.readers)
+            if key not in spec.shared:
+                spec.shared[key] = ThreadPoolExecutor(spec.readers, thread_name_prefix="cg-train-read")
+            self._pool = spec.shared[key]
 
     # ------------------------------------------------------------------ the plan
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
@@ -156,7 +239,7 @@ class DaliLoader:
         return len(self._steps)
 
     # ------------------------------------------------------------------ host side of one step
-    def _read(self, index: int) -> tuple[Optional[np.ndarray], Optional[tuple[int, int]]]:
+    def _read(self, index: int) -> Read:
         """The sample's pixels or encoded bytes and its (height, width); (None, None): let PIL judge it."""
         manifest = self.spec.manifest
         if not self.encoded:
@@ -170,9 +253,15 @@ class DaliLoader:
         size = trusted_size(data)
         return (np.frombuffer(data, dtype=np.uint8), size) if size else (None, None)
 
-    def prepare(self, position: int, indices: np.ndarray, epoch: int) -> tuple[PreparedStep, tuple]:
-        """Read one step's samples and compute their windows; returns the step and DALI's inputs."""
-        read = [self._read(int(i)) for i in indices]
+    def _read_all(self, indices: list[int]) -> list[Read]:
+        return [self._read(index) for index in indices]
+
+    def prepare(self, position: int, indices: np.ndarray, epoch: int,
+                read: Optional[list[Read]] = None) -> tuple[PreparedStep, tuple]:
+        """Read one step's samples (unless ``read`` holds them, in order) and compute their windows;
+        returns the step and DALI's inputs."""
+        if read is None:
+            read = [self._read(int(i)) for i in indices]
         to_dali = np.array([size is not None for _, size in read], dtype=bool)
         data = [d for d, size in read if size is not None]
         sizes = np.array([size for _, size in read if size is not None], dtype=np.float64).reshape(-1, 2)
@@ -226,23 +315,13 @@ class DaliLoader:
         return TF.normalize(tensor, self.preset.mean, self.preset.std), None
 
     # ------------------------------------------------------------------ batches
-    def _feed(self) -> tuple:
-        assert self._feeder is not None
-        return self._feeder()
-
     def _build(self):
         from .dali_pipeline import build_pipeline
 
-        device_id = None
-        if self.gpu:
-            device_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        return build_pipeline(self._feed, encoded=self.encoded, crop_size=self.spec.crop_size,
+        return build_pipeline(self._shared, encoded=self.encoded, crop_size=self.spec.crop_size,
                               mean=self.preset.mean, std=self.preset.std, shifted=bool(self.pad),
                               batch_size=self.max_batch, threads=self.threads, prefetch=self.spec.prefetch,
-                              device_id=device_id)
-
-    def _drop_pipeline(self) -> None:
-        self._pipe = None
+                              device_id=self.device_id, channels_last=self.spec.channels_last)
 
     def _dali_images(self, images, count: int) -> torch.Tensor:
         from nvidia.dali.plugin.pytorch import feed_ndarray
@@ -252,6 +331,8 @@ class DaliLoader:
         out = torch.empty(shape, dtype=torch.float32, device=self.device) if self.gpu else host_tensor(shape)
         stream = torch.cuda.current_stream(self.device) if self.gpu else None
         feed_ndarray(dense, out, cuda_stream=stream)
+        if self.spec.channels_last:  # DALI wrote NHWC: the same memory seen as NCHW in channels_last order
+            out = out.permute(0, 3, 1, 2)
         return out[:count]
 
     def _assemble(self, step: PreparedStep, images, returned) -> Batch:
@@ -300,33 +381,36 @@ class DaliLoader:
         return Batch(images, self.observed[kept], self.true[kept], kept)
 
     def __iter__(self) -> Iterator[Batch]:
-        feeder = self._feeder = StepFeeder(self, self._steps, self._epoch)
+        shared = self._shared
+        feeder = StepFeeder(self, self._steps, self._epoch, self._pool)
+        shared.take(feeder)
         finished = False
         try:
             while True:
-                if self._pipe is None:
+                if shared.feeder is not feeder:
+                    raise RuntimeError("another DALI loader of this run took the pipeline over mid-epoch")
+                if shared.pipe is None:
                     if feeder.done:
                         break
-                    self._pipe = self._build()
+                    shared.pipe = self._build()
                 try:
-                    images, returned = self._pipe.run()
+                    images, returned = shared.pipe.run()
                 except StopIteration:  # the feeder ran out of steps and DALI drained its queue
-                    self._pipe.reset()
+                    shared.pipe.reset()
                     break
                 except RuntimeError as exc:  # a file DALI cannot decode: redo this step with PIL
                     if not feeder.pending:
                         raise
                     step = feeder.pending.popleft()
                     self._warn(exc)
-                    self._drop_pipeline()  # DALI marks a pipeline that raised as no longer valid
+                    shared.pipe = None  # DALI marks a pipeline that raised as no longer valid
                     feeder.restart_after(step)
                     yield self._reference_batch(step)
                     continue
                 yield self._assemble(feeder.pending.popleft(), images, returned)
             finished = True
         finally:
-            if not finished:  # abandoned mid-epoch: batches are still queued inside DALI
-                self._drop_pipeline()
+            shared.release(feeder, finished)  # abandoned mid-epoch: batches are still queued inside DALI
 
     def _warn(self, exc: RuntimeError) -> None:
         if not self._warned:
@@ -342,6 +426,7 @@ def build_dali_loader(spec: LoaderSpec) -> DaliLoader:
     try:
         import nvidia.dali  # noqa: F401
     except ImportError:
-        raise CgTrainError("--loader dali needs NVIDIA DALI: pip install -e '.[dali]' (or nvidia-dali-cuda120), "
+        raise CgTrainError("--loader dali needs NVIDIA DALI: pip install -e '.[dali]' (nvidia-dali-cuda130, "
+                           "matching torch's CUDA 13), "
                            "or use --loader torchvision") from None
     return DaliLoader(spec)

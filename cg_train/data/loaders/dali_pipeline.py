@@ -37,8 +37,9 @@ def decode_window(encoded, slice_start, slice_shape, gpu: bool):
 
 
 def resize_normalize(images, roi_start, roi_end, mirror, crop_size: int, mean: Sequence[float] = IMAGENET_MEAN,
-                     std: Sequence[float] = IMAGENET_STD, shift=None):
-    """Resize the window to ``crop x crop`` (antialiased linear, as PIL's bilinear), shift, flip, normalise.
+                     std: Sequence[float] = IMAGENET_STD, shift=None, channels_last: bool = False):
+    """Resize the window to ``crop x crop`` (antialiased linear, as PIL's bilinear), shift, flip, normalise;
+    CHW out, or HWC for a channels_last model (no transpose pass: the layout is the resize's own).
 
     ``shift`` (``--augment cifar``): per-sample (dy, dx); the crop moves by it, zero-filled outside the image.
     """
@@ -47,13 +48,15 @@ def resize_normalize(images, roi_start, roi_end, mirror, crop_size: int, mean: S
     if shift is not None:
         images = fn.slice(images, start=shift, shape=[crop_size, crop_size], axis_names="HW",
                           out_of_bounds_policy="pad", fill_values=0)
-    return fn.crop_mirror_normalize(images, mirror=mirror, dtype=types.FLOAT, output_layout="CHW",
+    return fn.crop_mirror_normalize(images, mirror=mirror, dtype=types.FLOAT,
+                                    output_layout="HWC" if channels_last else "CHW",
                                     mean=[255.0 * m for m in mean], std=[255.0 * s for s in std])
 
 
 def build_pipeline(source: Callable[[], tuple], *, encoded: bool, crop_size: int, batch_size: int,
                    threads: int, prefetch: int, device_id: Optional[int], mean: Sequence[float] = IMAGENET_MEAN,
-                   std: Sequence[float] = IMAGENET_STD, shifted: bool = False) -> Pipeline:
+                   std: Sequence[float] = IMAGENET_STD, shifted: bool = False,
+                   channels_last: bool = False) -> Pipeline:
     """A built pipeline returning ``(images, indices)``; ``device_id=None`` is DALI's CPU-only mode.
 
     ``encoded``: the source yields encoded files (decoded here); otherwise HWC uint8 arrays.
@@ -71,7 +74,7 @@ def build_pipeline(source: Callable[[], tuple], *, encoded: bool, crop_size: int
         else:
             images = fed["data"].gpu() if gpu else fed["data"]
         return resize_normalize(images, fed["roi_start"], fed["roi_end"], fed["mirror"], crop_size, mean, std,
-                                fed.get("shift")), fed["index"]
+                                fed.get("shift"), channels_last), fed["index"]
 
     pipe = image_pipeline()
     pipe.build()

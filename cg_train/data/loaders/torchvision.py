@@ -66,17 +66,19 @@ class IndexedImages(Dataset):
 class CollateBatch:
     """Stacks the decodable samples into a Batch; reports the others as skipped."""
 
-    def __init__(self, manifest: Manifest, crop_size: int):
+    def __init__(self, manifest: Manifest, crop_size: int, channels_last: bool = False):
         self.observed = torch.from_numpy(manifest.observed_labels)
         self.true = torch.from_numpy(manifest.true_labels)
         self.manifest, self.crop_size = manifest, crop_size
+        # reordered here, in the worker, so the training thread copies NHWC straight to the device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, items: list[tuple[int, Optional[torch.Tensor], Optional[str]]]):
         good = [(i, x) for i, x, _ in items if x is not None]
         skipped = [SkippedSample(i, self.manifest.source(i), err) for i, x, err in items if x is None]
         indices = torch.tensor([i for i, _ in good], dtype=torch.int64)
         images = (torch.stack([x for _, x in good]) if good
-                  else torch.empty(0, 3, self.crop_size, self.crop_size))
+                  else torch.empty(0, 3, self.crop_size, self.crop_size)).contiguous(memory_format=self.memory_format)
         return Batch(images, self.observed[indices], self.true[indices], indices), skipped
 
 
@@ -110,7 +112,8 @@ class TorchvisionLoader:
         self._loader = DataLoader(
             IndexedImages(spec.manifest, transform, spec.seed, randomized, per_sample),
             batch_sampler=self.sampler, num_workers=spec.workers,
-            collate_fn=CollateBatch(spec.manifest, spec.crop_size),
+            collate_fn=CollateBatch(spec.manifest, spec.crop_size, spec.channels_last),
+            # page-locked batches: the trainer's non_blocking copy then overlaps the previous step
             pin_memory=spec.device.type == "cuda",
             persistent_workers=spec.train and spec.workers > 0,
             prefetch_factor=4 if spec.workers > 0 else None)

@@ -1,0 +1,87 @@
+"""The GPU fast path (``speed.*``, docs/throughput.md): cuDNN autotuning, channels_last, torch.compile.
+
+Each piece is one function that ``run`` calls at one place, so the trainer stays the
+plain loop. What changes the arithmetic (channels_last: other convolution kernels;
+compile: fused kernels) is opt-in; a resumed run uses the same flags as the run it
+continues (they are in the checkpoint's config), so it continues with the same kernels.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from ..config import Config
+
+log = logging.getLogger("cg_train")
+
+
+def configure_backends(cfg: "Config", device: torch.device) -> None:
+    """cuDNN picks the fastest convolution algorithm per input shape (fixed shapes: one search at start)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.speed.cudnn_benchmark
+
+
+def memory_format(cfg: "Config") -> torch.memory_format:
+    return torch.channels_last if cfg.speed.channels_last else torch.contiguous_format
+
+
+def prepare_model(model: torch.nn.Module, cfg: "Config") -> torch.nn.Module:
+    """Before ``accelerator.prepare``: NHWC weights (inputs follow: the loaders hand out NHWC images)."""
+    return model.to(memory_format=memory_format(cfg))
+
+
+def host_to_device(values: list[float], device: torch.device) -> torch.Tensor:
+    """A few host numbers as a float64 tensor on ``device``, without waiting for the GPU.
+
+    ``torch.tensor(values, device="cuda")`` copies from pageable memory, which makes the host wait
+    until the GPU has run everything queued (the step's forward pass): the host then cannot queue
+    the backward pass ahead. Staged through page-locked memory the copy is queued like a kernel.
+    """
+    tensor = torch.tensor(values, dtype=torch.float64)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def compile_error(device: torch.device) -> str:
+    """Why torch.compile cannot run here ("" if it can): a tiny function compiled and run on ``device``.
+
+    Compiling needs a C++ compiler (CPU) or Triton (GPU) at run time, which many clusters' images
+    lack; this finds out in seconds at start rather than at the first training step.
+    """
+    try:
+        probe = torch.compile(lambda x: torch.relu(x) * 2 + 1, dynamic=False)
+        probe(torch.ones(8, device=device))
+    except Exception as exc:  # the backends raise many kinds (BackendCompilerFailed, CalledProcessError, ...)
+        lines = [line for line in str(exc).splitlines() if line.strip()] or ["no message"]
+        return f"{type(exc).__name__}: {lines[0][:200]}"
+    return ""
+
+
+def maybe_compile(model: torch.nn.Module, cfg: "Config", accelerator: "Accelerator") -> torch.nn.Module:
+    """After ``accelerator.prepare``: compile the DDP-wrapped model in place (``Module.compile``: DDP's
+    compiler splits the graph at gradient buckets, so communication still overlaps the backward pass,
+    and parameter names, hence checkpoints, stay those of the plain model)."""
+    if not cfg.speed.compile:
+        return model
+    if cfg.train.deepspeed:
+        raise ConfigError("--compile does not combine with --deepspeed: DeepSpeed compiles through its own "
+                          "config ('compile' section); drop one of the two")
+    error = compile_error(accelerator.device)
+    if error:
+        log.warning("--compile: torch.compile does not work on this machine (%s); training without it", error)
+        return model
+    import torch._dynamo
+
+    # a part of the model that fails to compile later runs eagerly (torch logs which) instead of ending the run
+    torch._dynamo.config.suppress_errors = True
+    model.compile()
+    log.info("--compile: the model compiles during its first steps (minutes for a ResNet-50)")
+    return model

@@ -1,0 +1,95 @@
+"""The fast path on CPU: its flags against the plain run, torch.compile's fallback, the throughput
+benchmark's output (never its timings) and gpu_check.sh's CPU side (argument handling, SKIPs)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cg_train.config import build_config
+from cg_train.errors import ConfigError
+from conftest import REPO, assert_same_up_to_rounding, run_cli, train
+
+GPU_CHECK = REPO / "benchmarks" / "gpu_check.sh"
+
+
+@pytest.fixture(scope="module")
+def plain_run(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("plain") / "run"
+    assert train(mnist_small, out, "--epochs", "2", "--sample-size", "100", "--corrupt-fraction", "0.5") == 0
+    return out
+
+
+def test_channels_last_and_fused_sgd_train_like_the_plain_path(mnist_small: Path, plain_run: Path,
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "fast"
+    assert train(mnist_small, out, "--epochs", "2", "--sample-size", "100", "--corrupt-fraction", "0.5", "--channels-last",
+                 "--fused-optimizer") == 0
+    assert_same_up_to_rounding(plain_run, out)
+    assert "img/s)" in (out / "log.txt").read_text()  # the epoch line reports throughput
+
+
+def test_compile_falls_back_to_eager_when_it_cannot_compile(mnist_small: Path, plain_run: Path,
+                                                            tmp_path: Path) -> None:
+    """No working C++ compiler (as on many cluster images): one warning, then the eager model, same results."""
+    out = tmp_path / "compiled"
+    result = run_cli(str(mnist_small), "--output-dir", str(out), "--arch", "simple_cnn", "--batch-size", "32",
+                     "--workers", "0", "--lr", "0.05", "--momentum", "0.9", "--weight-decay", "0", "--no-progress",
+                     "--epochs", "2", "--sample-size", "100", "--corrupt-fraction", "0.5", "--compile", env={"CXX": "/nonexistent/c++"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "--compile: torch.compile does not work on this machine (InductorError" in output
+    assert "training without it" in output
+    assert_same_up_to_rounding(plain_run, out)
+
+
+def test_fused_optimizer_is_refused_where_there_is_none() -> None:
+    with pytest.raises(ConfigError, match="--fused-optimizer: optimizer RM3 has no fused variant"):
+        build_config(flags={"optim.optimizer": "RM3", "optim.momentum": 0.0, "speed.fused_optimizer": True})
+
+
+def test_throughput_smoke_output_is_well_formed(tmp_path: Path) -> None:
+    report_file, table = tmp_path / "report.json", tmp_path / "BENCHMARKS.md"
+    table.write_text("# Benchmarks\n\nsome earlier section\n")
+    result = subprocess.run([sys.executable, "benchmarks/throughput.py", "--smoke", "--json", str(report_file),
+                             "--append", str(table), "--machine", "CI"], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    assert [row["mode"] for row in report["rows"]] == ["synthetic", "real", "paths"]
+    for row in report["rows"]:
+        assert row["img_s"] > 0 and row["samples"] == 64 and row["epoch_s"] > 0
+    assert set(report["summary"]) == {"real_over_synthetic", "paths_overhead"}
+    assert report["setup"]["train_gflop_per_image"] > 0
+    text = table.read_text()
+    assert text.startswith("# Benchmarks\n\nsome earlier section\n")  # nothing already there is lost
+    rows = [line for line in text.splitlines() if line.startswith("| 20")]
+    assert len(rows) == 3 and all(line.count("|") == 7 and "| CI |" in line for line in rows)
+
+
+def gpu_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(GPU_CHECK), *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHON": sys.executable, **(env or {})})
+
+
+def test_gpu_check_lists_items_and_refuses_unknown_ones() -> None:
+    listed = gpu_check("--list")
+    assert listed.returncode == 0
+    items = listed.stdout.split()
+    assert {"dali-decode", "train-torchvision-bf16", "train-dali-fp16", "channels-last-compile", "paths-cuda",
+            "deepspeed-zero2", "sync-debug", "dali-memory", "throughput"} <= set(items)
+    bad = gpu_check("--only", "no-such-item")
+    assert bad.returncode == 2 and "unknown item 'no-such-item'" in bad.stderr
+
+
+def test_gpu_check_skips_every_item_without_a_gpu(tmp_path: Path) -> None:
+    """On this CPU machine every item reports SKIP with its reason, and the script still succeeds."""
+    result = gpu_check("--work", str(tmp_path), env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.split(":")[0] in {"PASS", "FAIL", "SKIP"}]
+    assert len(lines) == len(gpu_check("--list").stdout.split())
+    assert all(line.startswith("SKIP: ") and "no CUDA device" in line for line in lines), lines
