@@ -61,3 +61,47 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_and_resumes_to_identical_csvs(mnis
     assert train(mnist_small, stopped, *args, "--resume") == 0
     assert_same_csvs(reference, stopped)
     assert "resumed from" in (stopped / "log.txt").read_text()
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """What SLURM does on preemption: ``sig`` to every process of the job step, DataLoader workers included.
+
+    The group is frozen while the signal is queued, so it lands a few steps into the epoch whatever the
+    machine's speed (the run was started with ``start_new_session=True``: its own process group).
+    """
+    group = os.getpgid(proc.pid)
+    os.killpg(group, signal.SIGSTOP)
+    os.killpg(group, sig)
+    os.killpg(group, signal.SIGCONT)
+
+
+def read_paths(out: Path) -> pd.DataFrame:
+    frame = pd.read_parquet(out / "paths")
+    return frame.sort_values(["epoch", "step", "rank", "index"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("loader", ["torchvision", "dali"])
+def test_sigterm_to_the_process_group_with_workers_stops_at_a_step_and_resumes_exactly(
+        mnist_small: Path, tmp_path: Path, loader: str) -> None:
+    """`kill -TERM -PGID` of a run with --workers 2: the workers must not die of it, the main process decides."""
+    args = ["--epochs", "1", "--corrupt-fraction", "0.5", "--sample-size", "20", "--print-freq", "1", "--seed", "4",
+            "--batch-size", "10", "--loader", loader, "--paths", "--paths-topk", "3"]
+    reference = tmp_path / "reference"
+    assert train(mnist_small, reference, *args) == 0  # --workers 0: the plan does not depend on the workers
+
+    stopped = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "cg_train", str(mnist_small), "--output-dir", str(stopped), *FAST, *args,
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for_train_rows(stopped, epoch=0, rows=3, proc=proc)
+    signal_group(proc, signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "cg-train: stopped by SIGTERM at epoch 0, step" in err and "Traceback" not in err, err
+    state = torch.load(stopped / "checkpoint.pth.tar", weights_only=False, map_location="cpu")["train_state"]
+    assert state["epoch"] == 0 and 3 <= state["step"] < 30, state
+    assert train(mnist_small, stopped, *args, "--workers", "2", "--resume") == 0
+    assert_same_csvs(reference, stopped)
+    pd.testing.assert_frame_equal(read_paths(stopped), read_paths(reference))

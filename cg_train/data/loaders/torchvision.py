@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ...engine.preemption import held_while_forking, ignore_in_helper
 from ..manifest import Batch, Manifest
 from ..sharding import AUGMENT_STREAM
 from ..transforms import eval_transform, train_transform
@@ -87,7 +88,7 @@ class TorchvisionLoader:
         self._loader = DataLoader(
             IndexedImages(spec.manifest, transform, spec.seed, randomized),
             batch_sampler=self.sampler, num_workers=spec.workers,
-            collate_fn=CollateBatch(spec.manifest, spec.crop_size),
+            collate_fn=CollateBatch(spec.manifest, spec.crop_size), worker_init_fn=ignore_in_helper,
             pin_memory=spec.device.type == "cuda",
             persistent_workers=spec.train and spec.workers > 0,
             prefetch_factor=4 if spec.workers > 0 else None)
@@ -101,7 +102,9 @@ class TorchvisionLoader:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[Batch]:
-        for batch, skipped in self._loader:
+        with held_while_forking():  # workers start here: none may die of a stop signal meant for the run
+            batches = iter(self._loader)
+        for batch, skipped in batches:
             self.skipped.extend(skipped)
             yield batch
 
