@@ -32,11 +32,15 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Look ``name`` up (case-insensitively as a fallback: ``--optimizer sgd`` finds ``SGD``)."""
+        return self._entries[self.canonical(name)]
+
+    def canonical(self, name: str) -> str:
+        """The registered spelling of ``name`` (``ResNet18`` -> ``resnet18``): what configs store and compare."""
         if name in self._entries:
-            return self._entries[name]
+            return name
         folded = [key for key in self._entries if key.lower() == str(name).lower()]
         if len(folded) == 1:
-            return self._entries[folded[0]]
+            return folded[0]
         raise ConfigError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:

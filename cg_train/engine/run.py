@@ -55,7 +55,23 @@ def setup_logging(is_main: bool, log_file: Optional[Path] = None) -> None:
         log.addHandler(file_handler)
 
 
+def resolve_mixed_precision(cfg: Config) -> str:
+    """``--mixed-precision``, else ``accelerate launch --mixed_precision`` (ACCELERATE_MIXED_PRECISION), else no.
+
+    Accelerator(mixed_precision=...) silently overrides the launcher's flag, so the two
+    are reconciled here: both given and different is an error. The launcher's "no" is
+    its default and counts as not given.
+    """
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    mine = cfg.train.mixed_precision
+    if mine is not None and launcher != "no" and mine != launcher:
+        raise ConfigError(f"--mixed-precision (train.mixed_precision) is {mine} but accelerate launch was given "
+                          f"--mixed_precision {launcher}: give one of them, or the same value to both")
+    return mine or launcher
+
+
 def make_accelerator(cfg: Config) -> Accelerator:
+    cfg.train.mixed_precision = resolve_mixed_precision(cfg)  # recorded as used in config.yaml and checkpoints
     cpu = cfg.train.cpu or not torch.cuda.is_available()
     if cpu:
         # accelerate imports DeepSpeed when it is installed; naming the CPU spares every run its

@@ -37,11 +37,15 @@ def check_optimizer_config(cfg: "Config") -> None:
         spec.check(cfg)
 
 
+def scheduler_name(cfg: "Config") -> str:
+    """The schedule ``cfg`` trains with: ``auto`` is step decay for resnet18, cosine for the others (seed 004)."""
+    if cfg.sched.scheduler == "auto":
+        return "step" if cfg.model.arch == "resnet18" else "cosine"
+    return cfg.sched.scheduler
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: "Config") -> torch.optim.lr_scheduler.LRScheduler:
-    name = cfg.sched.scheduler
-    if name == "auto":  # seed 004: step decay for resnet18, cosine for the others
-        name = "step" if cfg.model.arch == "resnet18" else "cosine"
-    return SCHEDULERS.get(name)(optimizer, cfg)
+    return SCHEDULERS.get(scheduler_name(cfg))(optimizer, cfg)
 
 
 OPTIMIZERS.register("SGD", help="torch SGD with momentum and weight decay")(OptimizerSpec(
