@@ -150,8 +150,8 @@ class OutputConfig:
     dir: str = opt("output", "where CSVs, checkpoints, config.yaml and logs are written", "--output-dir",
                    metavar="DIR")
     resume: Optional[str] = opt(
-        None, "resume from a checkpoint file, or 'auto' for OUTPUT_DIR/checkpoint.pth.tar (a fresh start "
-        "if there is none yet); a bare --resume means 'auto'", "--resume", metavar="PATH")
+        None, "continue the run in OUTPUT_DIR from its checkpoint.pth.tar (a fresh start if there is none yet; "
+        "output.resume=auto); --resume-from PATH resumes from another checkpoint file", "--resume")
 
 
 @dataclass
