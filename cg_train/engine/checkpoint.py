@@ -1,6 +1,7 @@
 """Checkpoints as single files written atomically, with the RNG state of every process."""
 from __future__ import annotations
 
+import io
 import random
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 
 from ..config import Config, flag_name, to_dict
 from ..errors import CgTrainError
-from ..io import atomic_path
+from ..io import atomic_path, atomic_write_bytes
 from ..optim import scheduler_name
 
 LATEST = "checkpoint.pth.tar"
@@ -25,8 +26,10 @@ MAY_CHANGE = ("data.dir", "data.workers", "data.dali_threads", "data.dali_prefet
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Serialised in memory first: a full disk then fails in a plain write that knows the size it needed."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def copy(src: Path, dst: Path) -> None:
