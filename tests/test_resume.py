@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cg_train.engine.trainer import Trainer
-from conftest import assert_same_csvs, read_csv, train
+from conftest import FAST, accelerate_launch, assert_same_csvs, read_csv, train
 
 RUN = ["--epochs", "1", "--corrupt-fraction", "0.5", "--sample-size", "20", "--print-freq", "1", "--seed", "2",
        "--batch-size", "10", "--lr-scheduler", "step"]
@@ -120,3 +120,34 @@ def test_a_training_step_does_not_synchronise_with_the_device(mnist_small: Path,
     assert train(mnist_small, tmp_path / "run", *RUN, "--grad-accum-steps", "2") == 0
     assert read_csv(tmp_path / "run" / "train.csv").step.tolist() == list(range(30))  # the steps did run
     assert calls == []
+
+
+BN_RUN = ["--arch", "resnet18", "--image-size", "32", "--epochs", "1", "--sample-size", "20", "--print-freq", "1",
+          "--batch-size", "20", "--seed", "9", "--corrupt-fraction", "0.2"]
+
+
+def test_default_resnet18_with_batchnorm_stopped_mid_epoch_resumes_exactly(
+        mnist_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default model end to end: BatchNorm's running statistics must come back with the checkpoint."""
+    reference = tmp_path / "reference"
+    assert train(mnist_small, reference, *BN_RUN) == 0
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        signal_at_step(patch, 5, signal.SIGTERM)
+        assert train(mnist_small, stopped, *BN_RUN) == 128 + signal.SIGTERM
+    assert torch.load(stopped / "checkpoint.pth.tar", weights_only=False)["train_state"]["step"] in range(6, 10)
+    assert train(mnist_small, stopped, *BN_RUN, "--resume") == 0
+    assert_same_csvs(reference, stopped)
+
+
+@pytest.mark.slow
+def test_default_resnet18_on_two_processes_and_a_resume_on_another_count_is_refused(
+        mnist_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "two"
+    accelerate_launch("-m", "cg_train", str(mnist_small), "--output-dir", str(out), *FAST, *BN_RUN)
+    assert "2 process(es) on cpu" in (out / "log.txt").read_text()
+    test = read_csv(out / "test.csv")
+    assert test.epoch.tolist() == [0, 1] and test["count"].tolist() == [100, 100] and test.loss.notna().all()
+    capsys.readouterr()
+    assert train(mnist_small, out, *BN_RUN, "--epochs", "2", "--resume") == 2
+    assert "number of processes 2 -> 1 (the model has BatchNorm)" in capsys.readouterr().err
