@@ -26,7 +26,7 @@ from ..optim import build_optimizer, build_scheduler
 from ..results import RESULT_CSVS
 from ..recorders import RunContext, build_recorders
 from . import checkpoint, deepspeed_backend
-from .preemption import StopSignals
+from .preemption import STOP_SIGNALS, StopSignals
 from .trainer import Trainer
 
 log = logging.getLogger("cg_train")
@@ -132,9 +132,21 @@ def run(cfg: Config) -> Path:
         return _run(cfg, stop)
 
 
+def warn_if_launcher_drops_stop_signals() -> None:
+    """Under torchrun / accelerate launch, the agent ends at once on a stop signal it does not handle."""
+    handled = os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE")
+    if handled is not None:
+        missing = [s for s in STOP_SIGNALS if s.name not in handled.split(",")]
+        if missing:
+            log.warning("the launcher does not forward %s: on it the launcher ends before this run can "
+                        "checkpoint; export PET_SIGNALS_TO_HANDLE=%s (docs/preemption.md)",
+                        "/".join(s.name for s in missing), ",".join([handled, *(s.name for s in missing)]))
+
+
 def _run(cfg: Config, stop: StopSignals) -> Path:
     accelerator = make_accelerator(cfg)
     setup_logging(accelerator.is_main_process)
+    warn_if_launcher_drops_stop_signals()
     out = Path(cfg.output.dir)
     set_seed(cfg.train.seed)
     if accelerator.device.type == "cuda":
