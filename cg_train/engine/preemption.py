@@ -10,7 +10,7 @@ decides what comes next: the CLI prints how to resume, the submitit job requeues
 A cluster signals every process of a job, not just the main one: SLURM's preemption
 and ``scancel --signal`` reach DataLoader workers too, whose default (torch's) SIGTERM
 handler ends them, and the main process then dies of "DataLoader worker is killed by
-signal". Helper processes therefore ignore the stop signals (:func:`ignore_in_helper`)
+signal". Helper processes therefore do not act on the stop signals (:func:`ignore_in_helper`)
 and leave the decision to the main process; :func:`held_while_forking` closes the
 window between fork and that call.
 """
