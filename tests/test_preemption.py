@@ -63,16 +63,26 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_and_resumes_to_identical_csvs(mnis
     assert "resumed from" in (stopped / "log.txt").read_text()
 
 
+def descendants(pid: int) -> list[int]:
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return children + [d for c in children for d in descendants(c)]
+
+
 def signal_group(proc: subprocess.Popen, sig: int) -> None:
     """What SLURM does on preemption: ``sig`` to every process of the job step, DataLoader workers included.
 
-    The group is frozen while the signal is queued, so it lands a few steps into the epoch whatever the
-    machine's speed (the run was started with ``start_new_session=True``: its own process group).
+    The run was started with ``start_new_session=True`` (its own process group); process groups below it
+    (torch's elastic agent starts each rank in a new session) are signalled too, as SLURM signals every
+    process of the step. Everything is frozen while the signal is queued, so it lands a few steps into
+    the epoch whatever the machine's speed.
     """
-    group = os.getpgid(proc.pid)
-    os.killpg(group, signal.SIGSTOP)
-    os.killpg(group, sig)
-    os.killpg(group, signal.SIGCONT)
+    groups = [os.getpgid(proc.pid)] + [pid for pid in descendants(proc.pid) if os.getpgid(pid) == pid]
+    for each in (signal.SIGSTOP, sig, signal.SIGCONT):
+        for group in groups:
+            os.killpg(group, each)
 
 
 def read_paths(out: Path) -> pd.DataFrame:
@@ -110,7 +120,8 @@ def test_sigterm_to_the_process_group_with_workers_stops_at_a_step_and_resumes_e
 @pytest.mark.slow
 def test_sigterm_to_the_process_group_of_accelerate_launch_checkpoints_and_resumes_exactly(
         mnist_small: Path, tmp_path: Path) -> None:
-    """The launcher (torch's elastic agent) gets the SIGTERM too and forwards it: the ranks still checkpoint."""
+    """Launcher, ranks and their DataLoader workers all get SIGTERM (the agent forwards it once more): the ranks
+    still checkpoint within the agent's grace period, and no worker dies of it."""
     args = [str(mnist_small), *FAST, "--epochs", "1", "--corrupt-fraction", "0.5", "--sample-size", "20",
             "--print-freq", "1", "--seed", "6", "--batch-size", "10", "--workers", "1", "--paths", "--paths-topk", "3"]
     reference = tmp_path / "reference"
