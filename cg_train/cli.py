@@ -49,6 +49,8 @@ class Parser(argparse.ArgumentParser):
                 if close:
                     message += f" (did you mean {close[0]}?)"
                     break
+        if message.startswith("argument --resume: ignored explicit argument"):
+            message += " (--resume takes no value: use --resume-from PATH for a checkpoint file)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -122,16 +124,30 @@ def build_train_parser() -> Parser:
                 kwargs["type"] = kind
                 kwargs["metavar"] = f.metadata.get("metavar") or METAVARS.get(kind, "VALUE")
             if key == "output.resume":
-                kwargs.update(nargs="?", const="auto")
+                # a bare flag: `--resume /imagenet` must not take the data directory as the checkpoint
+                group.add_argument(*flags, dest=key, default=argparse.SUPPRESS, action="store_const",
+                                   const="auto", help=kwargs["help"])
+                group.add_argument("--resume-from", dest=key, default=argparse.SUPPRESS, metavar="PATH",
+                                   help=f"resume from this checkpoint file [{key}=PATH]")
+                continue
             group.add_argument(*flags, **kwargs)
     return parser
+
+
+def is_override(positional: str) -> bool:
+    """``optim.lr=0.05`` is an override; ``/runs/sweep/lr=0.05`` or an existing folder ``lr=0.05`` is DATA_DIR.
+
+    cg-launch names its point folders ``key=value``, so an ``=`` alone does not make an override.
+    """
+    key = positional.partition("=")[0]
+    return "=" in positional and "/" not in key and not os.path.isdir(positional)
 
 
 def parse_train_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     parser = build_train_parser()
     args = parser.parse_intermixed_args(list(argv))
-    overrides = [p for p in args.positionals if "=" in p]
-    data_dirs = [p for p in args.positionals if "=" not in p]
+    overrides = [p for p in args.positionals if is_override(p)]
+    data_dirs = [p for p in args.positionals if not is_override(p)]
     if len(data_dirs) > 1:
         parser.error(f"more than one DATA_DIR given: {' '.join(data_dirs)}")
     flags = {k: v for k, v in vars(args).items() if "." in k}
@@ -214,6 +230,12 @@ def run_subcommand(name: str, argv: Sequence[str]) -> int:
     command = SUBCOMMANDS.get(name)
     parser = Parser(prog=f"cg-train {name}", description=SUBCOMMANDS.describe(name))
     command.configure(parser)
+    if os.path.isdir(name):  # `cg-train list --epochs 3` next to a folder ./list: meant as DATA_DIR?
+        known = {flag for action in parser._actions for flag in action.option_strings}
+        unknown = [arg for arg in argv if arg.startswith("-") and arg.split("=")[0] not in known]
+        if unknown:
+            raise CgTrainError(f"{name!r} is a cg-train command and also a folder here, and {unknown[0]} is not "
+                               f"a flag of the command: to train on the folder write ./{name}")
     return command.run(parser.parse_args(list(argv)))
 
 

@@ -155,8 +155,9 @@ class TrainConfig:
     seed: int = opt(0, "seed of everything random: model init, label corruption, subset choice, sample "
                     "order, augmentations (the same on any machine and any number of processes)", "--seed",
                     check=at_least(0))
-    mixed_precision: str = opt("no", "automatic mixed precision through accelerate: no, fp16, bf16",
-                               "--mixed-precision", check=one_of("no", "fp16", "bf16"))
+    mixed_precision: Optional[str] = opt(None, "automatic mixed precision through accelerate: no, fp16, bf16 "
+                                         "(default: accelerate launch's --mixed_precision, else no)",
+                                         "--mixed-precision", check=one_of("no", "fp16", "bf16"))
     grad_accum_steps: int = opt(1, "accumulate gradients over this many mini-batches per optimizer step",
                                 "--grad-accum-steps", check=at_least(1))
     print_freq: int = opt(10, "log the training loss to train.csv every N steps", "-p", "--print-freq",
@@ -173,8 +174,8 @@ class OutputConfig:
     dir: str = opt("output", "where CSVs, checkpoints, config.yaml and logs are written", "--output-dir",
                    metavar="DIR")
     resume: Optional[str] = opt(
-        None, "resume from a checkpoint file, or 'auto' for OUTPUT_DIR/checkpoint.pth.tar (a fresh start "
-        "if there is none yet); a bare --resume means 'auto'", "--resume", metavar="PATH")
+        None, "continue the run in OUTPUT_DIR from its checkpoint.pth.tar (a fresh start if there is none yet; "
+        "output.resume=auto); --resume-from PATH resumes from another checkpoint file", "--resume")
 
 
 @dataclass
@@ -348,30 +349,37 @@ def validate(cfg: Config) -> None:
             problem = check(value)
             if problem:
                 raise ConfigError(f"{_flag_name(key, f)}={value!r} {problem}")
-    for registry, value in _registry_values(cfg):
-        registry.get(value)  # raises ConfigError naming the key and the choices
+    for registry, key in _registry_keys():
+        section, name = key.split(".")
+        # raises ConfigError naming the key and the choices; stored once in the registered spelling, so the
+        # auto schedule, the resume check and config.yaml all see one name for --arch ResNet18 and resnet18
+        setattr(getattr(cfg, section), name, registry.canonical(getattr(getattr(cfg, section), name)))
     from .optim import check_optimizer_config
 
     check_optimizer_config(cfg)
 
 
-def _registry_values(cfg: Config) -> list[tuple[Any, str]]:
+def _registry_keys() -> list[tuple[Any, str]]:
     from .data import DATASETS, LOADERS
     from .data.augment import AUGMENTATIONS
     from .models import MODELS
     from .noise import NOISES
     from .optim import OPTIMIZERS, SCHEDULERS
 
-    return [(DATASETS, cfg.data.dataset), (LOADERS, cfg.data.loader), (AUGMENTATIONS, cfg.data.augment),
-            (MODELS, cfg.model.arch),
-            (NOISES, cfg.noise.noise_type), (OPTIMIZERS, cfg.optim.optimizer),
-            (SCHEDULERS, cfg.sched.scheduler)]
+    return [(DATASETS, "data.dataset"), (LOADERS, "data.loader"), (AUGMENTATIONS, "data.augment"),
+            (MODELS, "model.arch"),
+            (NOISES, "noise.noise_type"), (OPTIMIZERS, "optim.optimizer"), (SCHEDULERS, "sched.scheduler")]
 
 
 def _flag_name(key: str, f: dataclasses.Field) -> str:
     flags = f.metadata.get("flags") or ()
     long_flags = [x for x in flags if x.startswith("--")]
     return f"{long_flags[0]} ({key})" if long_flags else key
+
+
+def flag_name(key: str) -> str:
+    """``data.batch_size`` -> ``--batch-size (data.batch_size)``: how one-line errors name a key."""
+    return _flag_name(key, dict(schema_fields())[key])
 
 
 # --------------------------------------------------------------------------- saving

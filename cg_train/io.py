@@ -9,10 +9,11 @@ import csv
 import errno
 import io
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from .errors import CgTrainError
 
@@ -27,19 +28,46 @@ def _current_umask() -> int:
 FILE_MODE = 0o666 & ~_current_umask()
 
 
-def _disk_error(path: Path, exc: OSError) -> CgTrainError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return CgTrainError(f"no space left on the device holding {path}: free some space and re-run "
-                            f"with --resume (files already written are intact)")
-    return CgTrainError(f"cannot write {path}: {exc.strerror or exc}")
+#: How a full disk (or quota, or file-size limit) shows when the write is not a plain ``os.write``: pyarrow's
+#: OSError without an errno, torch.save's RuntimeError from its C++ stream.
+OUT_OF_SPACE_TEXT = ("No space left on device", "Disk quota exceeded", "File too large", "unexpected pos",
+                     "file write failed", "iostream error")
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    return isinstance(exc, (OSError, RuntimeError)) and any(text in str(exc) for text in OUT_OF_SPACE_TEXT)
+
+
+def _disk_error(path: Path, exc: BaseException, needed: Optional[int] = None) -> CgTrainError:
+    """One line for a failed write; out of space names the file, the bytes it needed and what is free."""
+    if is_out_of_space(exc):
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        size = f"{needed:,} bytes" if needed is not None else "more space"
+        return CgTrainError(f"no space left for {path}: it needed {size}" +
+                            (f", {free:,} bytes are free" if free is not None else "") +
+                            "; free some space (or move the output) and continue the run with --resume "
+                            "(the files already written are intact)")
+    return CgTrainError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}")
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+def atomic_path(path: str | os.PathLike, size: Optional[int] = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    A failed write (a full disk included) removes the temporary file and raises one
+    :class:`CgTrainError` line; ``size``, when the caller knows it, is named in it.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _disk_error(path, exc, size) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -48,16 +76,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         tmp_path.unlink(missing_ok=True)
-        raise _disk_error(path, exc) from exc
+        if isinstance(exc, RuntimeError) and not is_out_of_space(exc):
+            raise
+        raise _disk_error(path, exc, size) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    with atomic_path(path, size=len(data)) as tmp:
         tmp.write_bytes(data)
 
 
@@ -83,7 +113,7 @@ def append_bytes(path: str | os.PathLike, data: bytes) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise _disk_error(path, exc) from exc
+        raise _disk_error(path, exc, len(data)) from None
 
 
 def complete_lines(data: bytes) -> bytes:

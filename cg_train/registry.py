@@ -45,15 +45,20 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Look ``name`` up (case-insensitively as a fallback: ``--optimizer sgd`` finds ``SGD``)."""
+        key = self.canonical(name)
+        if key in self._entries:
+            return self._entries[key]
+        return next(build(m) for _, pattern, build in self._families if (m := pattern.fullmatch(key)))
+
+    def canonical(self, name: str) -> str:
+        """The registered spelling of ``name`` (``ResNet18`` -> ``resnet18``): what configs store and compare."""
         if name in self._entries:
-            return self._entries[name]
-        for _, pattern, build in self._families:
-            match = pattern.fullmatch(str(name))
-            if match:
-                return build(match)
+            return name
+        if any(pattern.fullmatch(str(name)) for _, pattern, _ in self._families):
+            return str(name)
         folded = [key for key in self._entries if key.lower() == str(name).lower()]
         if len(folded) == 1:
-            return self._entries[folded[0]]
+            return folded[0]
         raise ConfigError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:

@@ -62,8 +62,9 @@ def test_bad_values_name_the_key(overrides: list[str], expected: str) -> None:
     assert expected in str(err.value)
 
 
-def test_optimizer_name_is_case_insensitive() -> None:
-    assert build_config(overrides=["optim.optimizer=sgd"]).optim.optimizer == "sgd"
+def test_registry_names_are_case_insensitive_and_stored_as_registered() -> None:
+    cfg = build_config(overrides=["optim.optimizer=sgd", "model.arch=ResNet18"])
+    assert (cfg.optim.optimizer, cfg.model.arch) == ("SGD", "resnet18")  # one name for the auto schedule and resume
 
 
 def test_saved_config_reloads_and_ignores_meta(tmp_path: Path) -> None:

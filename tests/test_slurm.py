@@ -3,7 +3,8 @@ munge), started once for these tests and stopped afterwards.
 
 A 4-point job array throttled to 2, with failing points (their stderr in `cg-launch status`) re-submitted
 without touching the finished ones; a 2-task job (one process per "GPU", rank and world size from SLURM)
-preempted mid-epoch, requeued by submitit and resumed to the same CSVs as an uninterrupted run.
+preempted mid-epoch (every process of the step signalled, DataLoader workers included), requeued by
+submitit and resumed to the same CSVs as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -130,8 +131,9 @@ def test_two_task_job_preempted_mid_epoch_is_requeued_and_resumes_exactly(
     accelerate_launch("-m", "cg_train", str(mnist_small), "--output-dir", str(reference), *args)
 
     out = tmp_path / "run"
+    # with DataLoader workers: scancel signals every process of the step, the workers included
     assert launch_main(["run", *CPU_JOB, "--tasks-per-node", "2", "--", str(mnist_small), "--output-dir",
-                        str(out), *args]) == 0
+                        str(out), *args, "--workers", "2"]) == 0
     job_id = LaunchDir(out).latest_job(".").job_id
     while not (out / "train.csv").exists() or (read_csv(out / "train.csv").epoch == 0).sum() < 3:
         assert launch_status(LaunchDir(out))[0].alive, format_status(launch_status(LaunchDir(out)))

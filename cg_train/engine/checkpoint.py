@@ -1,6 +1,7 @@
 """Checkpoints as single files written atomically, with the RNG state of every process."""
 from __future__ import annotations
 
+import io
 import random
 import shutil
 from pathlib import Path
@@ -9,17 +10,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import Config, flag_name, to_dict
 from ..errors import CgTrainError
-from ..io import atomic_path
+from ..io import atomic_path, atomic_write_bytes
+from ..optim import scheduler_name
 
 LATEST = "checkpoint.pth.tar"
 BEST = "model_best.pth.tar"
 INITIAL = "initial_state.pth.tar"
 
+#: Config keys a resumed run may change: they decide neither which samples a step sees nor the model's
+#: trajectory (docs/preemption.md lists them). ``train.epochs`` may grow too unless the schedule is cosine.
+MAY_CHANGE = ("data.dir", "data.workers", "data.dali_threads", "data.dali_prefetch", "data.listing_cache",
+              "train.print_freq", "train.progress", "train.cpu", "output.dir", "output.resume")
+
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Serialised in memory first: a full disk then fails in a plain write that knows the size it needed."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def copy(src: Path, dst: Path) -> None:
@@ -50,3 +60,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def plan_changes(saved: dict[str, Any], cfg: Config, saved_world: int, world: int, batchnorm: bool) -> list[str]:
+    """What differs between a checkpoint's config and ``cfg`` that would replay another plan, one item a key.
+
+    Keys unknown to either side (a checkpoint of an older version) are not compared. The
+    number of processes matters only for a model with BatchNorm (per-process statistics);
+    otherwise it changes the summation order, not the plan.
+    """
+    may_change = set(MAY_CHANGE) | ({"train.epochs"} if scheduler_name(cfg) != "cosine" else set())
+    now = to_dict(cfg)
+    changes = [f"{flag_name(f'{section}.{key}')} {old!r} -> {now[section][key]!r}"
+               for section, values in saved.items() if section in now
+               for key, old in values.items()
+               if key in now[section] and f"{section}.{key}" not in may_change and old != now[section][key]]
+    if batchnorm and saved_world != world:
+        changes.append(f"number of processes {saved_world} -> {world} (the model has BatchNorm)")
+    return changes

@@ -53,7 +53,7 @@ def evaluate(model: torch.nn.Module, loader: Loader, accelerator: Accelerator, e
                 logits = model(batch.images)
             logits = logits.float()
             loss = F.cross_entropy(logits, batch.observed_labels, reduction="sum")
-            sums += torch.cat([torch.tensor([len(batch.indices)], device=sums.device), loss.view(1),
+            sums += torch.cat([sums.new_full((1,), len(batch.indices)), loss.view(1),  # no host copy
                                topk_correct(logits, batch.observed_labels),
                                bin_sums(logits, batch.observed_labels).flatten()]).double()
             if on_batch is not None:

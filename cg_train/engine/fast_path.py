@@ -37,19 +37,6 @@ def prepare_model(model: torch.nn.Module, cfg: "Config") -> torch.nn.Module:
     return model.to(memory_format=memory_format(cfg))
 
 
-def host_to_device(values: list[float], device: torch.device) -> torch.Tensor:
-    """A few host numbers as a float64 tensor on ``device``, without waiting for the GPU.
-
-    ``torch.tensor(values, device="cuda")`` copies from pageable memory, which makes the host wait
-    until the GPU has run everything queued (the step's forward pass): the host then cannot queue
-    the backward pass ahead. Staged through page-locked memory the copy is queued like a kernel.
-    """
-    tensor = torch.tensor(values, dtype=torch.float64)
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
-
-
 def compile_error(device: torch.device) -> str:
     """Why torch.compile cannot run here ("" if it can): a tiny function compiled and run on ``device``.
 

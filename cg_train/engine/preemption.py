@@ -6,15 +6,27 @@ signal; the trainer looks at the record at step boundaries, every process agrees
 it (the flag rides on the all-reduce each step does anyway), and then the trainer
 saves a checkpoint and raises :class:`TrainingInterrupted`. Whoever called ``run``
 decides what comes next: the CLI prints how to resume, the submitit job requeues.
+
+A cluster signals every process of a job, not just the main one: SLURM's preemption
+and ``scancel --signal`` reach DataLoader workers too, whose default (torch's) SIGTERM
+handler ends them, and the main process then dies of "DataLoader worker is killed by
+signal". Helper processes therefore do not act on the stop signals (:func:`ignore_in_helper`)
+and leave the decision to the main process; :func:`held_while_forking` closes the
+window between fork and that call.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
+from contextlib import contextmanager
 from types import FrameType
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+#: What a helper process (DataLoader worker) ignores: the stop signals, and Ctrl-C (the main process's
+#: KeyboardInterrupt shuts the workers down itself)
+HELPER_IGNORES = (*STOP_SIGNALS, signal.SIGINT)
 
 Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
@@ -69,3 +81,42 @@ class StopSignals:
     @property
     def requested(self) -> bool:
         return bool(self.received)
+
+
+def ignore_in_helper(*_: Any) -> None:
+    """In a helper process (a DataLoader ``worker_init_fn``): let the main process decide on stop signals.
+
+    The signals stay blocked (as :func:`held_while_forking` left them) and one thread takes
+    them with ``sigwaitinfo``, which tells who sent each: a SIGTERM from the parent
+    (DataLoader or multiprocessing shutting its workers down) ends the helper as before;
+    any other (the cluster's, to the whole process group) is dropped, as the main process
+    received it too. Plain ``SIG_IGN`` would make the parent's own shutdown hang.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELPER_IGNORES)
+    threading.Thread(target=_take_stop_signals, name="cg-train-stop-signals", daemon=True).start()
+
+
+def _take_stop_signals() -> None:
+    parent = os.getppid()
+    while True:
+        info = signal.sigwaitinfo(HELPER_IGNORES)
+        if info.si_signo == signal.SIGTERM and info.si_pid == parent:
+            os._exit(0)  # what torch's own worker handler does for its parent's SIGTERM
+
+
+@contextmanager
+def held_while_forking() -> Iterator[None]:
+    """Block the stop signals in this thread while helper processes are forked (they inherit the mask).
+
+    A signal that arrives meanwhile is delivered to this process when the block ends,
+    and taken by the helpers' :func:`ignore_in_helper` thread, so no helper dies of one
+    between its fork and its ``worker_init_fn``.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELPER_IGNORES)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

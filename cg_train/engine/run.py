@@ -26,7 +26,7 @@ from ..optim import build_optimizer, build_scheduler
 from ..results import RESULT_CSVS
 from ..recorders import RunContext, build_recorders
 from . import checkpoint, deepspeed_backend, fast_path
-from .preemption import StopSignals
+from .preemption import STOP_SIGNALS, StopSignals
 from .trainer import Trainer
 
 log = logging.getLogger("cg_train")
@@ -55,7 +55,23 @@ def setup_logging(is_main: bool, log_file: Optional[Path] = None) -> None:
         log.addHandler(file_handler)
 
 
+def resolve_mixed_precision(cfg: Config) -> str:
+    """``--mixed-precision``, else ``accelerate launch --mixed_precision`` (ACCELERATE_MIXED_PRECISION), else no.
+
+    Accelerator(mixed_precision=...) silently overrides the launcher's flag, so the two
+    are reconciled here: both given and different is an error. The launcher's "no" is
+    its default and counts as not given.
+    """
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    mine = cfg.train.mixed_precision
+    if mine is not None and launcher != "no" and mine != launcher:
+        raise ConfigError(f"--mixed-precision (train.mixed_precision) is {mine} but accelerate launch was given "
+                          f"--mixed_precision {launcher}: give one of them, or the same value to both")
+    return mine or launcher
+
+
 def make_accelerator(cfg: Config) -> Accelerator:
+    cfg.train.mixed_precision = resolve_mixed_precision(cfg)  # recorded as used in config.yaml and checkpoints
     cpu = cfg.train.cpu or not torch.cuda.is_available()
     if cpu:
         # accelerate imports DeepSpeed when it is installed; naming the CPU spares every run its
@@ -116,9 +132,21 @@ def run(cfg: Config) -> Path:
         return _run(cfg, stop)
 
 
+def warn_if_launcher_drops_stop_signals() -> None:
+    """Under torchrun / accelerate launch, the agent ends at once on a stop signal it does not handle."""
+    handled = os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE")
+    if handled is not None:
+        missing = [s for s in STOP_SIGNALS if s.name not in handled.split(",")]
+        if missing:
+            log.warning("the launcher does not forward %s: on it the launcher ends before this run can "
+                        "checkpoint; export PET_SIGNALS_TO_HANDLE=%s (docs/preemption.md)",
+                        "/".join(s.name for s in missing), ",".join([handled, *(s.name for s in missing)]))
+
+
 def _run(cfg: Config, stop: StopSignals) -> Path:
     accelerator = make_accelerator(cfg)
     setup_logging(accelerator.is_main_process)
+    warn_if_launcher_drops_stop_signals()
     out = Path(cfg.output.dir)
     set_seed(cfg.train.seed)
     fast_path.configure_backends(cfg, accelerator.device)

@@ -30,7 +30,6 @@ from ..errors import CgTrainError
 from ..recorders import Recorders, RunContext
 from . import checkpoint, deepspeed_backend
 from .evaluate import evaluate
-from .fast_path import host_to_device
 from .preemption import StopSignals, TrainingInterrupted, signal_names
 
 log = logging.getLogger("cg_train")
@@ -146,9 +145,10 @@ class Trainer:
         with nullcontext() if sync else accelerator.no_sync(self.model):
             logits = self.model(images)
             losses = F.cross_entropy(logits.float(), targets, reduction="none") * weight
-            count_and_stop = host_to_device([float(len(batch.indices)), float(self.stop.requested)],
-                                            losses.device)  # one host-to-device copy, no host sync
-            stats = torch.stack([count_and_stop[0], losses.detach().sum().double(), count_and_stop[1]])
+            # fill kernels, not torch.tensor([...], device=cuda): a pageable copy would wait for the forward pass
+            stats = torch.stack([losses.new_full((), len(batch.indices), dtype=torch.float64),
+                                 losses.detach().sum().double(),
+                                 losses.new_full((), float(self.stop.requested), dtype=torch.float64)])
             if world > 1:
                 stats = accelerator.reduce(stats, reduction="sum")
             loss = losses.sum() * (world / stats[0].clamp(min=1.0).float()) / group_len
@@ -229,6 +229,8 @@ class Trainer:
             "ranks": ranks,
             "config": to_dict(self.cfg),
             "stopped_by": self.stopped_by,
+            # fp16: the loss scale and its growth tracker decide which steps are skipped after a resume
+            "grad_scaler": None if self.accelerator.scaler is None else self.accelerator.scaler.state_dict(),
         }
 
     def save_checkpoint(self, is_best: bool = False, name: str = checkpoint.LATEST) -> None:
@@ -246,7 +248,14 @@ class Trainer:
         self.save_checkpoint(name=checkpoint.INITIAL)
 
     def check_resumable(self, state: dict[str, Any], path: Any) -> None:
-        """Refuse a checkpoint of other data before anything is written."""
+        """Refuse a checkpoint of other data or another plan before anything is written."""
+        batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
+        changes = checkpoint.plan_changes(state.get("config", {}), self.cfg, len(state["ranks"]),
+                                          self.ctx.world_size, batchnorm)
+        if changes:
+            raise CgTrainError(f"--resume: {path} was trained with other settings that decide the sample plan or "
+                               f"the model's trajectory: {'; '.join(changes)}; resume with the ones it was "
+                               f"trained with or use a new --output-dir")
         if state.get("label_digest") != self.digest:
             raise CgTrainError(f"--resume: {path} was trained on other labels (dataset, --corrupt-fraction, "
                                f"--noise-type or --seed differ): resume with the same ones or use a new "
@@ -270,6 +279,8 @@ class Trainer:
         else:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.accelerator.scaler is not None and state.get("grad_scaler"):
+            self.accelerator.scaler.load_state_dict(state["grad_scaler"])
         self.state = TrainState(**state["train_state"])
         mine = ranks[self.ctx.rank] if len(ranks) == self.ctx.world_size else ranks[0]
         checkpoint.set_rng_state(mine["rng"])

@@ -47,11 +47,17 @@ def check_optimizer_config(cfg: "Config") -> None:
                           f"--fused-optimizer or use --optimizer SGD")
 
 
+def scheduler_name(cfg: "Config") -> str:
+    """The schedule ``cfg`` trains with: ``auto`` is multistep with milestones, else step decay for resnet18 and
+    cosine for the others (seed 004)."""
+    if cfg.sched.scheduler == "auto":  # --lr-milestones asks for multistep
+        return "multistep" if cfg.sched.milestones else "step" if cfg.model.arch == "resnet18" else "cosine"
+    return cfg.sched.scheduler
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: "Config") -> torch.optim.lr_scheduler.LRScheduler:
-    name = cfg.sched.scheduler
-    if name == "auto":  # --lr-milestones asks for multistep; else seed 004: step for resnet18, cosine for the others
-        name = "multistep" if cfg.sched.milestones else "step" if cfg.model.arch == "resnet18" else "cosine"
-    elif cfg.sched.milestones and name != "multistep":
+    name = scheduler_name(cfg)
+    if cfg.sched.milestones and name != "multistep":
         raise ConfigError(f"--lr-milestones needs --lr-scheduler multistep (or auto), not {name}")
     return SCHEDULERS.get(name)(optimizer, cfg)
 

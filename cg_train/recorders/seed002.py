@@ -44,7 +44,7 @@ class Seed002Recorder(Recorder):
                        losses: torch.Tensor) -> None:
         stats = per_sample_stats(logits, batch.observed_labels, batch.true_labels, batch.indices, 1, losses)
         wrong = stats.ints[3] != stats.ints[1]  # top-1 class != observed label
-        self.sums += torch.stack([torch.tensor(float(len(wrong)), device=self.sums.device), wrong.sum(),
+        self.sums += torch.stack([self.sums.new_full((), len(wrong)), wrong.sum(),
                                   stats.floats[0].sum()]).double()
 
     def on_train_epoch_end(self, ctx: RunContext, epoch: int) -> None:

@@ -12,6 +12,7 @@ from torchvision import transforms as T
 
 from ..augment import shift_and_flip
 from ..crops import pad_crop_shifts
+from ...engine.preemption import held_while_forking, ignore_in_helper
 from ..manifest import Batch, Manifest
 from ..sharding import AUGMENT_STREAM
 from ..transforms import train_transform
@@ -112,7 +113,7 @@ class TorchvisionLoader:
         self._loader = DataLoader(
             IndexedImages(spec.manifest, transform, spec.seed, randomized, per_sample),
             batch_sampler=self.sampler, num_workers=spec.workers,
-            collate_fn=CollateBatch(spec.manifest, spec.crop_size, spec.channels_last),
+            collate_fn=CollateBatch(spec.manifest, spec.crop_size, spec.channels_last), worker_init_fn=ignore_in_helper,
             # page-locked batches: the trainer's non_blocking copy then overlaps the previous step
             pin_memory=spec.device.type == "cuda",
             persistent_workers=spec.train and spec.workers > 0,
@@ -127,7 +128,9 @@ class TorchvisionLoader:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[Batch]:
-        for batch, skipped in self._loader:
+        with held_while_forking():  # workers start here: none may die of a stop signal meant for the run
+            batches = iter(self._loader)
+        for batch, skipped in batches:
             self.skipped.extend(skipped)
             yield batch
 
