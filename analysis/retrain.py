@@ -54,9 +54,13 @@ def write_retrain(sweep_dir: Path, out: Path, dpi: int = 110) -> list[Path]:
     with atomic_path(out / "retrain.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (noise_type, fraction, detector), group in table.groupby(["noise_type", "corrupt_fraction", "detector"],
-                                                                 dropna=False):
-        ax.plot(group.remove_ratio, group.final_acc1, "-o", label=f"{noise_type} {fraction}, {detector}")
+    for (noise_type, fraction), setting in table.groupby(["noise_type", "corrupt_fraction"], dropna=False):
+        baseline = setting[setting.remove_ratio == 0]  # nothing removed: the start of every detector's line
+        detectors = [d for d in setting.detector.unique() if d != "none"] or ["none"]
+        for detector in detectors:
+            line = pd.concat([baseline, setting[setting.detector == detector]]).drop_duplicates("run")
+            line = line.sort_values("remove_ratio")
+            ax.plot(line.remove_ratio, line.final_acc1, "-o", label=f"{noise_type} {fraction}, {detector}")
     ax.set(xlabel="remove ratio", ylabel="final test top-1 (%)", title="remove and retrain")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

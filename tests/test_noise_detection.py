@@ -240,3 +240,15 @@ def test_scores_of_another_training_set_are_refused(mnist_small: Path, tmp_path:
         bundle([*base, "noise.detector=aum"])
     with pytest.raises(Exception, match=r"no 'lstm' scores; choose one of: aum"):
         bundle([*base, "noise.detector=lstm"])
+
+
+def test_noise_analysis_never_imports_the_trainer() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, analysis.noise_cli, analysis.noise_report, analysis.detectors, analysis.retrain, "
+            "analysis.path_views; bad = [m for m in sys.modules if m.startswith('cg_train.engine')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
