@@ -353,7 +353,9 @@ def validate(cfg: Config) -> None:
         section, name = key.split(".")
         # raises ConfigError naming the key and the choices; stored once in the registered spelling, so the
         # auto schedule, the resume check and config.yaml all see one name for --arch ResNet18 and resnet18
-        setattr(getattr(cfg, section), name, registry.canonical(getattr(getattr(cfg, section), name)))
+        canonical = registry.canonical(getattr(getattr(cfg, section), name))
+        registry.get(canonical)  # a family entry (wrn_D_W) checks its values here, e.g. WideResNet depths
+        setattr(getattr(cfg, section), name, canonical)
     from .optim import check_optimizer_config
 
     check_optimizer_config(cfg)
