@@ -46,6 +46,7 @@ def small_filesystem(root: Path, size: int, file_limit: int) -> Iterator[Path]:
         signal.signal(signal.SIGXFSZ, handler)
 
 
+@pytest.mark.slow
 def test_a_run_on_a_full_disk_stops_with_one_line_and_resumes_elsewhere(
         mnist_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     reference = tmp_path / "reference"
