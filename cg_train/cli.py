@@ -172,9 +172,10 @@ def _registries() -> dict[str, Registry]:
     from .noise import NOISES
     from .optim import OPTIMIZERS, SCHEDULERS
     from .recorders import RECORDERS
+    from .supervision import METHODS
 
     return {"datasets": DATASETS, "loaders": LOADERS, "models": MODELS, "optimizers": OPTIMIZERS,
-            "schedulers": SCHEDULERS, "noise": NOISES, "recorders": RECORDERS}
+            "schedulers": SCHEDULERS, "noise": NOISES, "recorders": RECORDERS, "methods": METHODS}
 
 
 def _configure_list(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ from ..noise import is_corrupt, write_corruption_record
 from ..optim import build_optimizer, build_scheduler
 from ..results import RESULT_CSVS
 from ..recorders import RunContext, build_recorders
+from ..supervision import Supervision
 from . import checkpoint, deepspeed_backend
 from .preemption import StopSignals
 from .trainer import Trainer
@@ -136,8 +137,9 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
         deepspeed_backend.configure(accelerator, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     ctx = RunContext(cfg, out, accelerator, data)
-    recorders = build_recorders(ctx)
-    trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop, stop)
+    supervision = Supervision(ctx, model)  # loads teachers / --targets; its state rides with the recorders'
+    recorders = build_recorders(ctx, extra={"supervision": supervision})
+    trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop, stop, supervision)
     if resume_state is not None:
         trainer.check_resumable(resume_state, resume_from)
     accelerator.wait_for_everyone()  # every process has passed every check before anything is written
