@@ -51,8 +51,13 @@ def analyze(experiments_dir: Path, output: Path, formats: Sequence[str], dpi: in
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["kd"]:  # cg-analyze kd RUNS_DIR: the distillation table (analysis/kd.py)
+        from .kd import main as kd_main
+
+        return kd_main(argv[1:])
     try:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed: a code, not an exit, for callers
         return int(exc.code or 0)
     formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]

@@ -322,7 +322,8 @@ def nest_keys(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def validate(cfg: Config) -> None:
-    """Range checks from the schema, then registry membership of every name-valued key."""
+    """Range checks from the schema. Names (models, datasets, methods, ...) are the registries' to check:
+    ``cg_train.checks.check_names``, so the schema imports none of them."""
     for key, f in schema_fields():
         section, name = key.split(".", 1)
         value = getattr(getattr(cfg, section), name)
@@ -331,22 +332,6 @@ def validate(cfg: Config) -> None:
             problem = check(value)
             if problem:
                 raise ConfigError(f"{_flag_name(key, f)}={value!r} {problem}")
-    for registry, value in _registry_values(cfg):
-        registry.get(value)  # raises ConfigError naming the key and the choices
-    from .optim import check_optimizer_config
-
-    check_optimizer_config(cfg)
-
-
-def _registry_values(cfg: Config) -> list[tuple[Any, str]]:
-    from .data import DATASETS, LOADERS
-    from .models import MODELS
-    from .noise import NOISES
-    from .optim import OPTIMIZERS, SCHEDULERS
-
-    return [(DATASETS, cfg.data.dataset), (LOADERS, cfg.data.loader), (MODELS, cfg.model.arch),
-            (NOISES, cfg.noise.noise_type), (OPTIMIZERS, cfg.optim.optimizer),
-            (SCHEDULERS, cfg.sched.scheduler)]
 
 
 def _flag_name(key: str, f: dataclasses.Field) -> str:

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from cg_train.checks import check_names
 from cg_train.config import Config, all_keys, build_config, full_key, nest_keys
 from cg_train.errors import ConfigError
 
@@ -66,7 +67,7 @@ def for_launch(cfg: Config, run_dir: Path) -> Config:
 def point_config(files: list[str], mappings: list[tuple[str, Mapping[str, Any]]], run_dir: Path,
                  source: str) -> Config:
     try:
-        return for_launch(build_config(files, mappings=mappings), run_dir)
+        return for_launch(check_names(build_config(files, mappings=mappings)), run_dir)
     except ConfigError as exc:
         raise ConfigError(str(exc) if str(exc).startswith(source) else f"{source}: {exc}") from None
 
