@@ -61,6 +61,11 @@ def for_launch(cfg: Config, run_dir: Path) -> Config:
         cfg.data.test_dir = str(Path(cfg.data.test_dir).expanduser().absolute())
     if cfg.train.deepspeed:
         cfg.train.deepspeed = str(Path(cfg.train.deepspeed).expanduser().absolute())
+    if cfg.supervision.teacher:
+        cfg.supervision.teacher = ",".join(str(Path(p.strip()).expanduser().absolute())
+                                           for p in cfg.supervision.teacher.split(","))
+    if cfg.supervision.targets:
+        cfg.supervision.targets = str(Path(cfg.supervision.targets).expanduser().absolute())
     return cfg
 
 
