@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import pandas as pd
 import yaml
 
+from cg_train.config import split_teachers
 from cg_train.errors import CgTrainError
 
 COLUMNS = ["method", "teacher", "student", "corrupt_fraction", "seeds", "top1_mean", "top1_std", "ece_mean",
@@ -27,12 +28,12 @@ def _teacher_arch(path: Optional[str]) -> str:
     if not path:
         return "-"
     names = []
-    for one in str(path).split(","):
-        config = Path(one.strip()).parent / "config.yaml"
+    for one in split_teachers(path):
+        config = Path(one).parent / "config.yaml"
         try:
             names.append(yaml.safe_load(config.read_text())["model"]["arch"])
         except (OSError, KeyError, TypeError, yaml.YAMLError):
-            names.append(Path(one.strip()).parent.name or one.strip())
+            names.append(Path(one).parent.name or one)
     return "+".join(names)
 
 

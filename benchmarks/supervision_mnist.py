@@ -54,8 +54,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--noise", default="0,0.4")
     args = p.parse_args()
-    for noise in args.noise.split(","):
-        for seed in args.seeds.split(","):
+    for seed in args.seeds.split(","):  # seed-major: an interrupted sweep still covers every noise level
+        for noise in args.noise.split(","):
             setting = ["--epochs", args.epochs, "--corrupt-fraction", noise, "--seed", seed]
             teacher = args.out / "teachers" / f"noise={noise},seed={seed}"
             train(args.data, teacher, *setting, "--p-smoothing", "0.05")

@@ -182,6 +182,15 @@ class RecordConfig:
                              "and results_valid.csv (per test sample, latest evaluation)", "--seed002-logs")
 
 
+#: Separates several --teacher checkpoints (as in PATH: cg-launch's run folders contain commas).
+TEACHER_SEPARATOR = ":"
+
+
+def split_teachers(value: Optional[str]) -> list[str]:
+    """``--teacher a.pth:b.pth`` -> ``["a.pth", "b.pth"]``."""
+    return [p.strip() for p in (value or "").split(TEACHER_SEPARATOR) if p.strip()]
+
+
 @dataclass
 class SupervisionConfig:
     """What the network is trained toward (seeds 000, 001, 003; docs/supervision.md)."""
@@ -189,7 +198,7 @@ class SupervisionConfig:
     method: str = opt("ce", "training target (see `cg-train list methods`): ce, ls, kd, self_kd, filter_kd, sl, "
                       "sl_enc, sl_ens, sl_kd", "--method")
     teacher: Optional[str] = opt(None, "teacher checkpoint of kd / sl* (any cg-train checkpoint, e.g. "
-                                 "RUN/model_best.pth.tar; its arch is read from it); several, comma-separated, "
+                                 "RUN/model_best.pth.tar; its arch is read from it); several, ':'-separated, "
                                  "for sl_ens", "--teacher", metavar="CKPT")
     targets: Optional[str] = opt(None, "filter_kd: a teacher run's p_smoothing table [N, K] (its "
                                  "p_smoothing_best.npy), rows by sample index", "--targets", metavar="TABLE.npy")

@@ -27,7 +27,8 @@ from typing import Any, Mapping
 import yaml
 
 from cg_train.checks import check_names
-from cg_train.config import Config, all_keys, build_config, full_key, nest_keys
+from cg_train.config import (TEACHER_SEPARATOR, Config, all_keys, build_config, full_key, nest_keys,
+                             split_teachers)
 from cg_train.errors import ConfigError
 
 SWEEP_KEYS = ("base", "axes", "launch")
@@ -62,8 +63,8 @@ def for_launch(cfg: Config, run_dir: Path) -> Config:
     if cfg.train.deepspeed:
         cfg.train.deepspeed = str(Path(cfg.train.deepspeed).expanduser().absolute())
     if cfg.supervision.teacher:
-        cfg.supervision.teacher = ",".join(str(Path(p.strip()).expanduser().absolute())
-                                           for p in cfg.supervision.teacher.split(","))
+        cfg.supervision.teacher = TEACHER_SEPARATOR.join(str(Path(p).expanduser().absolute())
+                                                         for p in split_teachers(cfg.supervision.teacher))
     if cfg.supervision.targets:
         cfg.supervision.targets = str(Path(cfg.supervision.targets).expanduser().absolute())
     return cfg

@@ -235,3 +235,26 @@ def test_cg_analyze_kd_tabulates_mean_and_std_over_seeds(tmp_path: Path) -> None
                                [kd.mean() / 1000, kd.std(ddof=1) / 1000])
     assert table.loc["ce", "top1_mean"] == 68.0 and table.loc["ce", "top1_std"] == 0.0
     assert "| kd | cifar_resnet56 | cifar_resnet20 | 0 | 3 | 71.33 ± 1.53 |" in (tmp_path / "kd_table.md").read_text()
+
+
+def test_kd_configs_are_valid_sweeps_of_seed_003_table_2(tmp_path: Path) -> None:
+    from launch.sweep import load_sweep
+
+    from cg_train.config import split_teachers
+
+    from conftest import REPO
+
+    methods = {}
+    for sweep in sorted((REPO / "configs/kd").glob("*.yaml")):
+        if sweep.name == "cifar100.yaml":  # the base the sweeps share
+            continue
+        points = load_sweep(sweep, tmp_path).points
+        assert len({p.name for p in points}) == len(points) > 1, sweep.name
+        for point in points:
+            sup = point.cfg.supervision
+            methods.setdefault(sup.method, set()).add(point.cfg.model.arch)
+            for path in filter(None, [*split_teachers(sup.teacher), sup.targets]):
+                assert Path(path).is_absolute() and path.startswith(str(Path.cwd())), path
+    assert {m: methods[m] for m in ("ls", "kd", "sl", "sl_enc", "sl_ens", "sl_kd")} == \
+        dict.fromkeys(["ls", "kd", "sl", "sl_enc", "sl_ens", "sl_kd"], {"cifar_resnet20", "cifar_resnet110"})
+    assert "filter_kd" in methods
