@@ -53,12 +53,14 @@ def main() -> None:
     p.add_argument("--epochs", default="4")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--noise", default="0,0.4")
+    p.add_argument("--p-smoothing", default="0.5", help="teacher table average weight (seed 000: 0.05 over 200 "
+                   "epochs; a few epochs need more weight on recent predictions)")
     args = p.parse_args()
     for seed in args.seeds.split(","):  # seed-major: an interrupted sweep still covers every noise level
         for noise in args.noise.split(","):
             setting = ["--epochs", args.epochs, "--corrupt-fraction", noise, "--seed", seed]
             teacher = args.out / "teachers" / f"noise={noise},seed={seed}"
-            train(args.data, teacher, *setting, "--p-smoothing", "0.05")
+            train(args.data, teacher, *setting, "--p-smoothing", args.p_smoothing)
             for method, extra in METHODS.items():
                 train(args.data, args.out / method / f"noise={noise},seed={seed}", *setting, "--method", method,
                       "--teacher", str(teacher / "model_best.pth.tar"),

@@ -71,7 +71,7 @@ def test_every_method_on_one_and_two_processes_gives_the_same_results(teacher: P
 @pytest.mark.parametrize("method, epoch", [("sl_kd", 0), ("self_kd", 1)])
 def test_sigterm_mid_epoch_and_resume_give_identical_csvs_and_tables(teacher: Path, mnist_small: Path,
                                                                      tmp_path: Path, method: str, epoch: int) -> None:
-    args = [*FAST, "--epochs", "2", "--corrupt-fraction", "0.4", "--sample-size", "20", "--batch-size", "10",
+    args = [*FAST, "--epochs", "2", "--corrupt-fraction", "0.4", "--sample-size", "10", "--batch-size", "20",
             "--print-freq", "1", "--p-smoothing", "0.3", *student_args(method, str(teacher))]
     reference = tmp_path / "reference"
     assert train(mnist_small, reference, *args) == 0
@@ -87,7 +87,7 @@ def test_sigterm_mid_epoch_and_resume_give_identical_csvs_and_tables(teacher: Pa
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, err
     state = torch.load(stopped / "checkpoint.pth.tar", weights_only=False, map_location="cpu")["train_state"]
-    assert state["epoch"] == epoch and 0 < state["step"] < 30, state
+    assert state["epoch"] == epoch and 0 < state["step"] < 15, state  # mid-epoch (300 samples, batch 20)
 
     assert train(mnist_small, stopped, *args, "--resume") == 0
     assert_same_csvs(reference, stopped)
