@@ -67,6 +67,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .noise_cli import main as noise_main
 
         return noise_main(argv)
+    if argv[:1] == ["kd"]:  # cg-analyze kd RUNS_DIR: the distillation table (analysis/kd.py)
+        from .kd import main as kd_main
+
+        return kd_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed: a code, not an exit, for callers

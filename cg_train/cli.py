@@ -153,7 +153,9 @@ def parse_train_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     flags = {k: v for k, v in vars(args).items() if "." in k}
     if data_dirs:
         flags["data.dir"] = data_dirs[0]
-    return build_config(args.config, overrides, flags), args
+    from .checks import check_names
+
+    return check_names(build_config(args.config, overrides, flags)), args
 
 
 def train_main(argv: Sequence[str]) -> int:
@@ -161,7 +163,7 @@ def train_main(argv: Sequence[str]) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from .engine import run
+    from .engine.run import run
     from .engine.preemption import TrainingInterrupted
 
     try:
@@ -203,10 +205,11 @@ def _registries() -> dict[str, Registry]:
     from .noise import NOISES
     from .optim import OPTIMIZERS, SCHEDULERS
     from .recorders import RECORDERS
+    from .supervision import METHODS
 
     return {"datasets": DATASETS, "loaders": LOADERS, "augmentations": AUGMENTATIONS, "models": MODELS,
-            "optimizers": OPTIMIZERS,
-            "schedulers": SCHEDULERS, "noise": NOISES, "recorders": RECORDERS}
+            "optimizers": OPTIMIZERS, "schedulers": SCHEDULERS, "noise": NOISES, "recorders": RECORDERS,
+            "methods": METHODS}
 
 
 def _configure_list(p: argparse.ArgumentParser) -> None:

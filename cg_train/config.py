@@ -45,6 +45,10 @@ def at_least(lo: float) -> Callable[[Any], Optional[str]]:
     return lambda v: None if v is None or v >= lo else f"must be >= {lo}"
 
 
+def positive(v: Any) -> Optional[str]:
+    return None if v > 0 else "must be > 0"
+
+
 def in_range(lo: float, hi: float, hi_open: bool = False) -> Callable[[Any], Optional[str]]:
     def check(v: Any) -> Optional[str]:
         ok = lo <= v < hi if hi_open else lo <= v <= hi
@@ -198,9 +202,43 @@ class RecordConfig:
                              "uses 0.05); saved to p_smoothing.npy every epoch (CIFAR/Tiny-sized runs)",
                              "--p-smoothing", metavar="A", check=in_range(0.0, 1.0))
     p_smoothing_tau: float = opt(1.0, "softmax temperature of --p-smoothing (seed 000's --filt_tau)",
-                                 "--p-smoothing-tau", check=lambda v: None if v > 0 else "must be > 0")
+                                 "--p-smoothing-tau", check=positive)
     seed002_logs: bool = opt(False, "write seed 002's train_log.csv (per epoch: train/valid error and loss) "
                              "and results_valid.csv (per test sample, latest evaluation)", "--seed002-logs")
+
+
+#: Separates several --teacher checkpoints (as in PATH: cg-launch's run folders contain commas).
+TEACHER_SEPARATOR = ":"
+
+
+def split_teachers(value: Optional[str]) -> list[str]:
+    """``--teacher a.pth:b.pth`` -> ``["a.pth", "b.pth"]``."""
+    return [p.strip() for p in (value or "").split(TEACHER_SEPARATOR) if p.strip()]
+
+
+@dataclass
+class SupervisionConfig:
+    """What the network is trained toward (seeds 000, 001, 003; docs/supervision.md)."""
+
+    method: str = opt("ce", "training target (see `cg-train list methods`): ce, ls, kd, self_kd, filter_kd, sl, "
+                      "sl_enc, sl_ens, sl_kd", "--method")
+    teacher: Optional[str] = opt(None, "teacher checkpoint of kd / sl* (any cg-train checkpoint, e.g. "
+                                 "RUN/model_best.pth.tar; its arch is read from it); several, ':'-separated, "
+                                 "for sl_ens", "--teacher", metavar="CKPT")
+    targets: Optional[str] = opt(None, "filter_kd: a teacher run's p_smoothing table [N, K] (its "
+                                 "p_smoothing_best.npy), rows by sample index", "--targets", metavar="TABLE.npy")
+    smoothing: float = opt(0.1, "ls: label smoothing s; sl_enc: the teacher's share of the initial label",
+                           "--smoothing", check=in_range(0.0, 1.0))
+    temperature: float = opt(4.0, "softmax temperature of KD terms and teacher-initialised labels (seed 001's "
+                             "--kd_T)", "--kd-temperature", check=positive)
+    ce_weight: float = opt(0.1, "kd/self_kd: weight of the hard-label CE (sl_kd: of the soft-label loss); seed "
+                           "001's -r", "--kd-ce-weight", check=at_least(0.0))
+    kd_weight: float = opt(0.9, "weight of the KD term (kd, self_kd, sl_kd); seed 001's -a", "--kd-weight",
+                           check=at_least(0.0))
+    label_lr: float = opt(0.5, "sl*: step size of each learned label's update per visit", "--label-lr",
+                          check=at_least(0.0))
+    label_anchor: float = opt(0.0, "sl*: weight of CE(observed label, learned label) in the label update",
+                              "--label-anchor", check=at_least(0.0))
 
 
 @dataclass
@@ -236,6 +274,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
 
 
 #: Keys of a saved ``config.yaml`` that describe the run rather than configure it.
@@ -340,7 +379,8 @@ def nest_keys(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def validate(cfg: Config) -> None:
-    """Range checks from the schema, then registry membership of every name-valued key."""
+    """Range checks from the schema. Names (models, datasets, methods, ...) are the registries' to check:
+    ``cg_train.checks.check_names``, so the schema imports none of them."""
     for key, f in schema_fields():
         section, name = key.split(".", 1)
         value = getattr(getattr(cfg, section), name)
@@ -349,28 +389,6 @@ def validate(cfg: Config) -> None:
             problem = check(value)
             if problem:
                 raise ConfigError(f"{_flag_name(key, f)}={value!r} {problem}")
-    for registry, key in _registry_keys():
-        section, name = key.split(".")
-        # raises ConfigError naming the key and the choices; stored once in the registered spelling, so the
-        # auto schedule, the resume check and config.yaml all see one name for --arch ResNet18 and resnet18
-        canonical = registry.canonical(getattr(getattr(cfg, section), name))
-        registry.get(canonical)  # a family entry (wrn_D_W) checks its values here, e.g. WideResNet depths
-        setattr(getattr(cfg, section), name, canonical)
-    from .optim import check_optimizer_config
-
-    check_optimizer_config(cfg)
-
-
-def _registry_keys() -> list[tuple[Any, str]]:
-    from .data import DATASETS, LOADERS
-    from .data.augment import AUGMENTATIONS
-    from .models import MODELS
-    from .noise import NOISES
-    from .optim import OPTIMIZERS, SCHEDULERS
-
-    return [(DATASETS, "data.dataset"), (LOADERS, "data.loader"), (AUGMENTATIONS, "data.augment"),
-            (MODELS, "model.arch"),
-            (NOISES, "noise.noise_type"), (OPTIMIZERS, "optim.optimizer"), (SCHEDULERS, "sched.scheduler")]
 
 
 def _flag_name(key: str, f: dataclasses.Field) -> str:

@@ -16,7 +16,7 @@ from typing import Optional
 import submitit
 
 from cg_train.config import Config
-from cg_train.engine import run
+from cg_train.engine.run import run
 from cg_train.engine.preemption import STOP_SIGNALS, StopSignals, TrainingInterrupted
 
 from .distributed import distributed_env

@@ -26,14 +26,16 @@ from typing import Any, Mapping
 
 import yaml
 
-from cg_train.config import Config, all_keys, build_config, full_key, nest_keys
+from cg_train.checks import check_names
+from cg_train.config import (TEACHER_SEPARATOR, Config, all_keys, build_config, full_key, nest_keys,
+                             split_teachers)
 from cg_train.errors import ConfigError
 
 SWEEP_KEYS = ("base", "axes", "launch")
 #: Keys cg-launch sets for every point: the point's directory, and resuming whatever is there.
 LAUNCHER_KEYS = ("output.dir", "output.resume")
 #: Config keys holding a file or folder path, made absolute for jobs that start elsewhere.
-PATH_KEYS = ("data.dir", "data.test_dir", "train.deepspeed", "noise.exclude", "noise.scores")
+PATH_KEYS = ("data.dir", "data.test_dir", "train.deepspeed", "noise.exclude", "noise.scores", "supervision.targets")
 #: The name of the only point of a sweep without axes.
 SINGLE_POINT = "run"
 
@@ -61,13 +63,16 @@ def for_launch(cfg: Config, run_dir: Path) -> Config:
         value = getattr(getattr(cfg, section), name)
         if value:
             setattr(getattr(cfg, section), name, str(Path(value).expanduser().absolute()))
+    if cfg.supervision.teacher:
+        cfg.supervision.teacher = TEACHER_SEPARATOR.join(str(Path(p).expanduser().absolute())
+                                                         for p in split_teachers(cfg.supervision.teacher))
     return cfg
 
 
 def point_config(files: list[str], mappings: list[tuple[str, Mapping[str, Any]]], run_dir: Path,
                  source: str) -> Config:
     try:
-        return for_launch(build_config(files, mappings=mappings), run_dir)
+        return for_launch(check_names(build_config(files, mappings=mappings)), run_dir)
     except ConfigError as exc:
         raise ConfigError(str(exc) if str(exc).startswith(source) else f"{source}: {exc}") from None
 

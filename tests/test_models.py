@@ -7,6 +7,7 @@ import pytest
 import torch
 from torchvision import models as tvm
 
+from cg_train.checks import check_names
 from cg_train.config import build_config
 from cg_train.errors import ConfigError
 from cg_train.models import MODELS, build_model
@@ -72,9 +73,9 @@ def test_wide_resnet_names_build_on_demand_and_bad_depths_fail_in_one_line() -> 
     model = build_model("wrn_22_3", 5)
     assert model.fc.in_features == 64 * 3 and len(model.blocks) == 3 * 3
     with pytest.raises(ConfigError, match=r"wrn_21_3: WideResNet needs depth 6n\+4"):
-        build_config(flags={"model.arch": "wrn_21_3"})
+        check_names(build_config(flags={"model.arch": "wrn_21_3"}))
     with pytest.raises(ConfigError, match="wrn_D_W"):
-        build_config(flags={"model.arch": "wrn"})
+        check_names(build_config(flags={"model.arch": "wrn"}))
 
 
 def test_pretrained_reads_the_hub_cache_and_never_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""The training engine: one epoch loop for every dataset, size and number of processes."""
-from .run import run
+"""The training engine: one epoch loop for every dataset, size and number of processes (``engine.run.run``).
 
-__all__ = ["run"]
+Nothing is imported here: the loaders import ``engine.preemption``, and ``engine.run`` imports the loaders.
+"""

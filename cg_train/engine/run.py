@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from ..checks import check_names
 from ..config import Config, run_metadata, to_yaml
 from ..data.bundle import build_data
 from ..errors import CgTrainError, ConfigError
@@ -25,6 +26,7 @@ from ..noise import is_corrupt, write_corruption_record
 from ..optim import build_optimizer, build_scheduler
 from ..results import RESULT_CSVS
 from ..recorders import RunContext, build_recorders
+from ..supervision import Supervision
 from . import checkpoint, deepspeed_backend, fast_path
 from .preemption import STOP_SIGNALS, StopSignals
 from .trainer import Trainer
@@ -144,6 +146,7 @@ def warn_if_launcher_drops_stop_signals() -> None:
 
 
 def _run(cfg: Config, stop: StopSignals) -> Path:
+    check_names(cfg)  # also for callers that built cfg themselves (submitit jobs, tests)
     accelerator = make_accelerator(cfg)
     setup_logging(accelerator.is_main_process)
     warn_if_launcher_drops_stop_signals()
@@ -164,8 +167,9 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
     model, optimizer = accelerator.prepare(model, optimizer)
     model = fast_path.maybe_compile(model, cfg, accelerator)
     ctx = RunContext(cfg, out, accelerator, data)
-    recorders = build_recorders(ctx)
-    trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop, stop)
+    supervision = Supervision(ctx, model)  # loads teachers / --targets; its state rides with the recorders'
+    recorders = build_recorders(ctx, extra={"supervision": supervision})
+    trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop, stop, supervision)
     if resume_state is not None:
         trainer.check_resumable(resume_state, resume_from)
     accelerator.wait_for_everyone()  # every process has passed every check before anything is written

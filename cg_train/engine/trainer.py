@@ -28,6 +28,7 @@ from ..data.loaders import Loader
 from ..data.manifest import Batch
 from ..errors import CgTrainError
 from ..recorders import Recorders, RunContext
+from ..supervision import Supervision
 from . import checkpoint, deepspeed_backend
 from .evaluate import evaluate
 from .preemption import StopSignals, TrainingInterrupted, signal_names
@@ -57,10 +58,11 @@ def label_digest(ctx: RunContext) -> str:
 class Trainer:
     def __init__(self, ctx: RunContext, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, recorders: Recorders, crop_size: int,
-                 stop: Optional[StopSignals] = None):
+                 stop: Optional[StopSignals] = None, supervision: Optional[Supervision] = None):
         self.ctx, self.cfg, self.accelerator = ctx, ctx.cfg, ctx.accelerator
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.recorders, self.crop_size = recorders, crop_size
+        self.supervision = supervision  # per-sample losses of --method (None: cross-entropy)
         self.stop = stop if stop is not None else StopSignals(signals=())
         self.stopped_by: list[str] = []  # set when a checkpoint is saved because of a stop signal
         self.state = TrainState()
@@ -103,8 +105,7 @@ class Trainer:
             batch = batch.to(self.accelerator.device)
             logits, losses, stats = self.train_step(batch, step, total)
             sums += stats[:2]
-            if len(batch.indices):
-                self.recorders.on_train_batch(self.ctx, epoch, step, batch, logits, losses)
+            self.recorders.on_train_batch(self.ctx, epoch, step, batch, logits, losses)
             if step % self.cfg.train.print_freq == 0:
                 count, loss_sum = stats[:2].tolist()
                 loss = loss_sum / max(count, 1)
@@ -144,7 +145,10 @@ class Trainer:
         sync = step - group_start == group_len - 1
         with nullcontext() if sync else accelerator.no_sync(self.model):
             logits = self.model(images)
-            losses = F.cross_entropy(logits.float(), targets, reduction="none") * weight
+            if self.supervision is None:
+                losses = F.cross_entropy(logits.float(), targets, reduction="none") * weight
+            else:
+                losses = self.supervision(batch, images, targets, logits) * weight
             # fill kernels, not torch.tensor([...], device=cuda): a pageable copy would wait for the forward pass
             stats = torch.stack([losses.new_full((), len(batch.indices), dtype=torch.float64),
                                  losses.detach().sum().double(),

@@ -69,6 +69,10 @@ class RunContext:
 class Recorder:
     """Base class with no-op hooks; override what you need."""
 
+    #: True: ``on_train_batch`` communicates, so it runs even on a process whose batch is empty
+    #: (every image of its share unreadable); otherwise it is called for non-empty batches only.
+    collective: bool = False
+
     def on_fit_start(self, ctx: RunContext) -> None: ...
 
     def on_train_batch(self, ctx: RunContext, epoch: int, step: int, batch: "Batch", logits: torch.Tensor,
@@ -120,7 +124,8 @@ class Recorders(Recorder):
     def on_train_batch(self, ctx: RunContext, epoch: int, step: int, batch: "Batch", logits: torch.Tensor,
                        losses: torch.Tensor) -> None:
         for rec in self.recorders.values():
-            rec.on_train_batch(ctx, epoch, step, batch, logits, losses)
+            if len(batch.indices) or rec.collective:
+                rec.on_train_batch(ctx, epoch, step, batch, logits, losses)
 
     def on_train_log(self, ctx: RunContext, epoch: int, step: int, count: int, loss: float) -> None:
         for rec in self.recorders.values():
@@ -158,9 +163,10 @@ class Recorders(Recorder):
             rec.load_state_dict(state.get(name, {}))
 
 
-def build_recorders(ctx: RunContext) -> Recorders:
+def build_recorders(ctx: RunContext, extra: Optional[dict[str, Recorder]] = None) -> Recorders:
+    """The enabled registered recorders, then ``extra`` (state-keeping parts of the engine, e.g. supervision)."""
     made = {name: RECORDERS.get(name)(ctx) for name in RECORDERS.names()}
-    return Recorders({name: rec for name, rec in made.items() if rec is not None})
+    return Recorders({**{name: rec for name, rec in made.items() if rec is not None}, **(extra or {})})
 
 
 from . import calibration, epoch_csv, learned, p_smoothing, paths, seed002, skipped  # noqa: E402,F401,I001  (register)

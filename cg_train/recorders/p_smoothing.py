@@ -9,108 +9,76 @@ rows by Manifest index; all-zero rows = never seen) after every training epoch, 
 as ``p_smoothing_best.npy`` whenever the test top-1 improves (seed 000 keeps the
 table of its best model as the Filter-KD teacher).
 
-With several processes each one updates the rows of the samples it trains on;
-every sample is on one process per epoch, so merging the rows each process
-touched since the last merge (an all-reduce at every epoch end and checkpoint)
-gives the same table as one process. The merged table goes into the checkpoint
-(main process; broadcast to the others on resume), so a resumed run continues
-the same averages.
+With several processes the table is sharded by sample index (``cg_train.tables``):
+each process holds ``ceil(N / W)`` rows, the owner of a row applies the update
+sent by whichever process trained that sample, and checkpoints write one shard
+per process under ``tables/p_smoothing/`` (a resume on another process count
+reads the rows it now owns). The result equals one process's table.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import shutil
 from typing import Any, Optional
 
-import numpy as np
 import torch
-from accelerate.utils import broadcast
 
 from ..data.manifest import Batch
-from ..io import atomic_path
+from ..tables import ShardedTable
 from . import RECORDERS, Recorder, RunContext
 
 TABLE = "p_smoothing.npy"
 BEST_TABLE = "p_smoothing_best.npy"
+SHARDS = "tables/p_smoothing"
 #: Tables larger than this many values are kept in float16 on the device.
 FLOAT16_ABOVE = 2 ** 26
 
 
 class PSmoothingRecorder(Recorder):
+    collective = True  # rows go to their owners
+
     def __init__(self, ctx: RunContext, alpha: float, tau: float):
         n, k = len(ctx.data.train), ctx.data.train.num_classes
         self.ctx, self.alpha, self.tau = ctx, alpha, tau
         self.output_dir, self.is_main = ctx.output_dir, ctx.is_main
-        self.device, self.shape = ctx.accelerator.device, (n, k)
-        self.dtype = torch.float16 if n * k > FLOAT16_ABOVE else torch.float32
+        dtype = torch.float16 if n * k > FLOAT16_ABOVE else torch.float32
+        self.table = ShardedTable(n, k, ctx.rank, ctx.world_size, ctx.accelerator.device, dtype)
         self.best_acc1 = -1.0
-        self._allocate()
+        self.generation = 0
 
-    def _allocate(self) -> None:
-        self.table = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
-        self.seen = torch.zeros(self.shape[0], dtype=torch.bool, device=self.device)
-        self.touched = torch.zeros(self.shape[0], dtype=torch.bool, device=self.device)  # since the last merge
+    def _average(self, old: torch.Tensor, seen: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        return torch.where(seen.unsqueeze(1), (1 - self.alpha) * old + self.alpha * probs, probs)
 
     @torch.no_grad()
     def on_train_batch(self, ctx: RunContext, epoch: int, step: int, batch: Batch, logits: torch.Tensor,
                        losses: torch.Tensor) -> None:
-        idx = batch.indices
-        probs = torch.softmax(logits.detach().float() / self.tau, dim=1)
-        old = self.table[idx].float()
-        new = torch.where(self.seen[idx].unsqueeze(1), (1 - self.alpha) * old + self.alpha * probs, probs)
-        self.table[idx] = new.to(self.dtype)
-        self.seen[idx] = True
-        self.touched[idx] = True
+        probs = torch.softmax(logits[:len(batch.indices)].detach().float() / self.tau, dim=1)
+        self.table.scatter(batch.indices, probs, combine=self._average)
 
     def on_train_epoch_end(self, ctx: RunContext, epoch: int) -> None:
-        self.merge(ctx)
-        if self.is_main:
-            self.save(self.output_dir / TABLE)
+        self.table.write_npy(self.output_dir / TABLE, self.is_main)
 
     def on_eval(self, ctx: RunContext, phase: str, epoch: int, result: Any) -> None:
         if phase == "test" and result.count and result.acc1 > self.best_acc1:
             self.best_acc1 = result.acc1
-            if self.is_main:
-                self.save(self.output_dir / BEST_TABLE)
-
-    @torch.no_grad()
-    def merge(self, ctx: RunContext) -> None:
-        """Give every process the rows any process updated since the last merge (collective)."""
-        if ctx.world_size == 1:
-            return
-        mine = self.touched.unsqueeze(1)
-        rows = ctx.accelerator.reduce(torch.where(mine, self.table, torch.zeros_like(self.table)), reduction="sum")
-        updated = ctx.accelerator.reduce(self.touched.int(), reduction="sum") > 0
-        self.table = torch.where(updated.unsqueeze(1), rows, self.table)
-        self.seen |= updated
-        self.touched.zero_()
-
-    def save(self, path: Path) -> None:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, self.table.float().cpu().numpy())
+            self.table.write_npy(self.output_dir / BEST_TABLE, self.is_main)
 
     def state_dict(self) -> dict[str, Any]:
-        self.merge(self.ctx)
-        if not self.is_main:
-            return {"on_main": True}
-        return {"table": self.table.cpu(), "seen": self.seen.cpu(), "best_acc1": self.best_acc1}
+        self.generation += 1
+        saved = self.table.save(self.output_dir / SHARDS, self.generation, self.is_main)
+        return {**saved, "best_acc1": self.best_acc1}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._allocate()
-        self.best_acc1 = -1.0
+        self.table.clear()
+        self.best_acc1, self.generation = -1.0, 0
         if not state:
             if self.is_main:
                 for name in (TABLE, BEST_TABLE):
                     (self.output_dir / name).unlink(missing_ok=True)
+                shutil.rmtree(self.output_dir / SHARDS, ignore_errors=True)
+            self.table.barrier()
             return
-        if "table" in state:
-            self.table.copy_(state["table"].to(self.dtype))
-            self.seen.copy_(state["seen"])
-            self.best_acc1 = float(state["best_acc1"])
-        if self.ctx.world_size > 1:  # the main process's state holds the table for everyone
-            self.table = broadcast(self.table, from_process=0)
-            self.seen = broadcast(self.seen.int(), from_process=0).bool()
-            best = broadcast(torch.tensor([self.best_acc1], dtype=torch.float64, device=self.device), 0)
-            self.best_acc1 = float(best.item())
+        self.table.load(self.output_dir / SHARDS, state, "p_smoothing")
+        self.best_acc1, self.generation = float(state["best_acc1"]), int(state["generation"])
 
 
 @RECORDERS.register("p_smoothing", help="--p-smoothing: seed 000's running-average probability table")

@@ -1,0 +1,41 @@
+"""``kd`` (Hinton et al.) and ``self_kd``: hard-label CE plus temperature-scaled KL to a frozen teacher.
+
+Per sample, as RepDistiller (seed 001's code base) with ``-r/-a`` as
+``--kd-ce-weight/--kd-weight``: ``r * CE(s, y) + a * T^2 * KL(softmax(t/T) || softmax(s/T))``.
+Seed 001's ``-b`` weighs feature-based losses, which no method here has.
+Several teachers: the KL term is averaged over them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data.manifest import Batch
+from . import METHODS, Extras, Method
+
+
+def kd_term(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-sample ``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the teachers ``[T, b, K]``."""
+    log_s = F.log_softmax(logits.float() / temperature, dim=1)
+    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=2)
+    kl = (log_t.exp() * (log_t - log_s.unsqueeze(0))).sum(2)
+    return kl.mean(0) * temperature ** 2
+
+
+@METHODS.register("kd", help="Hinton KD from --teacher: r*CE + a*T^2*KL (--kd-ce-weight, --kd-weight, "
+                             "--kd-temperature)")
+class KnowledgeDistillation(Method):
+    teacher = "checkpoint"
+
+    def losses(self, batch: Batch, logits: torch.Tensor, extras: Extras) -> torch.Tensor:
+        ce = F.cross_entropy(logits.float(), batch.observed_labels, reduction="none")
+        if extras.teacher_logits is None:  # self_kd before its first teacher exists: plain CE
+            return ce
+        cfg = self.cfg
+        return cfg.ce_weight * ce + cfg.kd_weight * kd_term(logits, extras.teacher_logits, cfg.temperature)
+
+
+@METHODS.register("self_kd", help="self-distillation: kd whose teacher is this run's model at the end of the "
+                                  "previous epoch (plain CE in epoch 0)")
+class SelfDistillation(KnowledgeDistillation):
+    teacher = "self"
