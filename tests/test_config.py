@@ -43,7 +43,7 @@ def test_bad_yaml_names_the_key(tmp_path: Path, yaml_text: str, expected: str) -
     yaml = tmp_path / "bad.yaml"
     yaml.write_text(yaml_text)
     with pytest.raises(ConfigError) as err:
-        build_config([str(yaml)])
+        check_names(build_config([str(yaml)]))
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cg_train.cli import parse_train_args
+from cg_train.checks import check_names
 from cg_train.config import build_config
 from cg_train.errors import CgTrainError, ConfigError
 from cg_train.paths.export_td import export_td
@@ -245,7 +246,7 @@ def test_merge_and_export_refuse_bad_input(tmp_path: Path) -> None:
 ])
 def test_bad_record_settings_name_the_flag(overrides: list[str], expected: str) -> None:
     with pytest.raises(ConfigError) as err:
-        build_config(overrides=overrides)
+        check_names(build_config(overrides=overrides))
     assert expected in str(err.value)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cg_train.checks import check_names
 from cg_train.config import build_config
 from cg_train.errors import ConfigError
 from conftest import REPO, assert_same_up_to_rounding, run_cli, train
@@ -49,7 +50,7 @@ def test_compile_falls_back_to_eager_when_it_cannot_compile(mnist_small: Path, p
 
 def test_fused_optimizer_is_refused_where_there_is_none() -> None:
     with pytest.raises(ConfigError, match="--fused-optimizer: optimizer RM3 has no fused variant"):
-        build_config(flags={"optim.optimizer": "RM3", "optim.momentum": 0.0, "speed.fused_optimizer": True})
+        check_names(build_config(flags={"optim.optimizer": "RM3", "optim.momentum": 0.0, "speed.fused_optimizer": True}))
 
 
 def test_throughput_smoke_output_is_well_formed(tmp_path: Path) -> None:
