@@ -173,9 +173,11 @@ def _registries() -> dict[str, Registry]:
     from .optim import OPTIMIZERS, SCHEDULERS
     from .recorders import RECORDERS
     from .supervision import METHODS
+    from .augment import SCHEMES
 
     return {"datasets": DATASETS, "loaders": LOADERS, "models": MODELS, "optimizers": OPTIMIZERS,
-            "schedulers": SCHEDULERS, "noise": NOISES, "recorders": RECORDERS, "methods": METHODS}
+            "schedulers": SCHEDULERS, "noise": NOISES, "recorders": RECORDERS, "methods": METHODS,
+            "augmentations": SCHEMES}
 
 
 def _configure_list(p: argparse.ArgumentParser) -> None:
