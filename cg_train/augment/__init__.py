@@ -300,6 +300,10 @@ def check_augment_config(cfg: "Config") -> None:
         if METHODS.get(method).table is not None:
             raise ConfigError(f"--da {aug.da} mixes two samples per image but --method {method} keeps one table "
                               f"row per sample: use an unmixed --da, or --method kd with --lw-mix")
+        if cfg.record.paths:
+            raise ConfigError(f"--paths logs one sample per row but --da {aug.da} mixes two per image: add "
+                              f"--method kd --lw-mix a,b,c (the path logs then hold the unmixed rows) or use an "
+                              f"unmixed --da")
         if cfg.record.p_smoothing > 0:
             raise ConfigError(f"--p-smoothing averages one sample's predictions but --da {aug.da} mixes two per "
                               f"image: use --lw-mix (records the unmixed rows) or an unmixed --da")

@@ -57,13 +57,13 @@ class TStddevRecorder(Recorder):
         student = self.supervision.last_logits
         if teacher is None or student is None:
             return
-        log_t = F.log_softmax(teacher[0].float(), dim=1)
+        log_t = F.log_softmax(teacher[0].double(), dim=1)  # float64: the CE variance is tiny next to its mean
         p_t = log_t.exp()
-        ce = -(p_t * F.log_softmax(student.float(), dim=1)).sum(1)
+        ce = -(p_t * F.log_softmax(student.double(), dim=1)).sum(1)
         ent = -(p_t * log_t).sum(1)
-        self.epoch_sums += torch.stack([torch.tensor(float(len(ce))), ent.sum().cpu(), ce.sum().cpu(),
-                                        (ce.double() ** 2).sum().cpu()]).double()
-        total = p_t.double().sum(0).cpu()
+        self.epoch_sums += torch.stack([torch.tensor(float(len(ce)), dtype=torch.float64), ent.sum().cpu(),
+                                        ce.sum().cpu(), (ce ** 2).sum().cpu()])
+        total = p_t.sum(0).cpu()
         self.chunk_sum = total if self.chunk_sum is None else self.chunk_sum + total
         self.chunk_rows += len(p_t)
         self.chunk_steps += 1
