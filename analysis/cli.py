@@ -1,5 +1,7 @@
 """``cg-analyze EXPERIMENTS_DIR [--output DIR]``: seed 004's figures and a summary table for every experiment.
 
+``cg-analyze kd-da RUNS_DIR``: seed 001's T. stddev vs student test loss study (analysis/kd_da.py).
+
 ``main(argv) -> int`` is the entry other tools call (``cg-launch collect``): it never raises or exits on
 bad experiment files or arguments, reports each problem as one ``cg-analyze: warning:`` line on stderr,
 and returns 0 when it wrote the figures, 2 (with one ``cg-analyze: error:`` line, or argparse's usage
@@ -51,8 +53,13 @@ def analyze(experiments_dir: Path, output: Path, formats: Sequence[str], dpi: in
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["kd-da"]:  # seed 001's T. stddev vs S. test loss study (analysis/kd_da.py)
+        from .kd_da import main as kd_da_main
+
+        return kd_da_main(argv[1:])
     try:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed: a code, not an exit, for callers
         return int(exc.code or 0)
     formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]

@@ -252,3 +252,64 @@ def test_sigterm_mid_epoch_under_mixing_resumes_to_identical_csvs(mnist_small: P
     assert 3 <= step < 30
     assert train(mnist_small, stopped, *args, "--resume") == 0
     assert_same_csvs(reference, stopped)
+
+
+# ---------------------------------------------------------------------------------------- the study
+
+def test_correlations_equal_independent_computations() -> None:
+    from scipy import stats
+
+    from analysis.kd_da import correlations
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=9)
+    y = 0.7 * x + rng.normal(scale=0.5, size=9)
+    got = correlations(x, y)
+    assert got["pearson_r"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731  (no ties)
+    assert got["spearman_r"] == pytest.approx(np.corrcoef(ranks(x), ranks(y))[0, 1])
+    pairs = [(i, j) for i in range(9) for j in range(i)]
+    concordant = sum(np.sign(x[i] - x[j]) == np.sign(y[i] - y[j]) for i, j in pairs)
+    assert got["kendall_tau"] == pytest.approx((2 * concordant - len(pairs)) / len(pairs))
+    assert got["pearson_p"] == pytest.approx(stats.pearsonr(x, y).pvalue)
+    assert got["spearman_p"] == pytest.approx(stats.spearmanr(x, y).pvalue)
+    assert got["kendall_p"] == pytest.approx(stats.kendalltau(x, y).pvalue)
+
+
+def test_cg_analyze_kd_da_reads_runs_and_writes_table_plot_and_coefficients(tmp_path: Path) -> None:
+    from analysis.cli import main
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.yaml").write_text("model: {arch: wrn_40_2}\n")
+    rng = np.random.default_rng(0)
+    truth = {}
+    for i, da in enumerate(["identity", "flip", "cutout", "mixup"]):
+        for seed in range(3):
+            for measure in (True, False):
+                run = tmp_path / "runs" / f"{da},{seed},{measure}"
+                run.mkdir(parents=True)
+                (run / "config.yaml").write_text(yaml_config(da, seed, measure, teacher / "model_best.pth.tar"))
+                value = 0.01 * (i + 1) + rng.normal(scale=1e-3) if measure else 1.0 + 0.1 * i + rng.normal(scale=0.01)
+                truth.setdefault((da, measure), []).append(value)
+                if measure:
+                    pd.DataFrame({"epoch": [0, 1], "chunks": [1, 2], "t_stddev": [np.nan, value], "t_entropy": 0,
+                                  "ce_mean": 0, "ce_var": 0}).to_csv(run / "t_stddev.csv", index=False)
+                else:
+                    pd.DataFrame({"epoch": [0, 1], "count": 9, "loss": [9.0, value], "acc1": 0, "acc5": 0}
+                                 ).to_csv(run / "test.csv", index=False)
+    assert main(["kd-da", str(tmp_path / "runs"), "-o", str(tmp_path / "out"), "--format", "png"]) == 0
+    table = read_csv(tmp_path / "out" / "kd_da_table.csv").set_index("da")
+    for (da, measure), values in truth.items():
+        column = "t_stddev" if measure else "s_test_loss"
+        assert table.loc[da, f"{column}_mean"] == pytest.approx(np.mean(values))
+        assert table.loc[da, f"{column}_count"] == 3
+    corr = read_csv(tmp_path / "out" / "kd_da_correlations.csv")
+    assert corr.pair.tolist() == ["wrn_40_2/wrn_16_2"] and corr.n.tolist() == [4]
+    assert corr.kendall_tau[0] == pytest.approx(1.0)
+    assert (tmp_path / "out" / "kd_da_wrn_40_2_wrn_16_2.png").stat().st_size > 1000
+
+
+def yaml_config(da: str, seed: int, measure: bool, teacher: Path) -> str:
+    return (f"model: {{arch: wrn_16_2}}\ntrain: {{seed: {seed}}}\nsupervision: {{method: kd, teacher: {teacher}}}\n"
+            f"augment: {{da: {da}, fix_student: {str(measure).lower()}, check_ce_var: {str(measure).lower()}}}\n")
