@@ -313,3 +313,23 @@ def test_cg_analyze_kd_da_reads_runs_and_writes_table_plot_and_coefficients(tmp_
 def yaml_config(da: str, seed: int, measure: bool, teacher: Path) -> str:
     return (f"model: {{arch: wrn_16_2}}\ntrain: {{seed: {seed}}}\nsupervision: {{method: kd, teacher: {teacher}}}\n"
             f"augment: {{da: {da}, fix_student: {str(measure).lower()}, check_ce_var: {str(measure).lower()}}}\n")
+
+
+def test_kd_da_sweeps_are_valid_but_for_models_another_branch_adds(tmp_path: Path) -> None:
+    from launch.sweep import load_sweep
+
+    files = sorted((REPO / "configs" / "kd_da").glob("*.yaml"))
+    sweeps = [f for f in files if f.name not in ("base.yaml", "measure.yaml")]
+    assert len(sweeps) == 9  # teachers + 4 pairs x (training, T. stddev)
+    for path in sweeps:
+        try:
+            sweep = load_sweep(path, tmp_path / path.stem)
+        except ConfigError as exc:  # wrn/vgg/resnetNxM CIFAR models come with another branch
+            assert "unknown model" in str(exc), exc
+            continue
+        assert len(sweep.points) == (27 if path.stem != "teachers" else 4)
+        cfg = sweep.points[0].cfg
+        if path.stem == "teachers":
+            continue
+        assert cfg.supervision.method == "kd" and cfg.augment.lw_mix == "1,0,1"
+        assert cfg.augment.check_ce_var == path.stem.endswith("_tstddev")
