@@ -1,0 +1,96 @@
+"""Teacher -> student runs of every supervision method on real MNIST JPEGs, on 1 and 2 processes,
+and SIGTERM mid-epoch + resume for the methods that keep per-sample state."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cg_train.supervision import METHODS
+from cg_train.tables import shard_bounds
+
+from conftest import FAST, REPO, accelerate_launch, assert_same_csvs, assert_same_up_to_rounding, read_csv, train
+from supervision_probe import student_args
+from test_preemption import wait_for_train_rows
+
+STUDENT = ["--epochs", "1", "--corrupt-fraction", "0.4", "--sample-size", "20", "--seed", "5"]
+
+
+@pytest.fixture(scope="module")
+def teacher(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of simple_cnn with seed 000's p_smoothing table (the Filter-KD teacher)."""
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    assert train(mnist_small, out, "--epochs", "1", "--p-smoothing", "0.3", "--sample-size", "20") == 0
+    return out
+
+
+def test_ce_gives_the_same_csvs_as_the_code_before_the_supervision_layer(mnist_small: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # the pre-change trainer line, F.cross_entropy(logits.float(), targets), is what a Trainer without
+    # supervision runs; --method ce through the registry must write bit-identical CSVs
+    import cg_train.engine.run as run_module
+
+    assert train(mnist_small, tmp_path / "ce", *STUDENT) == 0
+
+    class NoSupervision(run_module.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args[:7])
+            assert self.supervision is None
+
+    monkeypatch.setattr(run_module, "Trainer", NoSupervision)
+    assert train(mnist_small, tmp_path / "before", *STUDENT) == 0
+    assert_same_csvs(tmp_path / "before", tmp_path / "ce")
+
+
+def test_every_method_on_one_and_two_processes_gives_the_same_results(teacher: Path, mnist_small: Path,
+                                                                      tmp_path: Path) -> None:
+    methods = METHODS.names()
+    for method in methods:
+        assert train(mnist_small, tmp_path / "one" / method, *STUDENT, *student_args(method, str(teacher))) == 0
+    accelerate_launch("tests/supervision_probe.py", str(mnist_small), str(teacher), str(tmp_path / "two"),
+                      *methods, "--", *FAST, *STUDENT)
+    n = len(np.load(teacher / "p_smoothing.npy"))
+    for method in methods:
+        one, two = tmp_path / "one" / method, tmp_path / "two" / method
+        assert_same_up_to_rounding(one, two)
+        if method.startswith("sl"):  # the learned labels, and each process wrote only its own rows
+            np.testing.assert_allclose(np.load(two / "labels.npy"), np.load(one / "labels.npy"), atol=1e-4)
+            for rank in range(2):
+                (shard,) = (two / "tables/labels").glob(f"gen*.rank{rank:05d}-of-00002.rows.npy")
+                assert len(np.load(shard)) == len(range(*shard_bounds(n, 2, rank))) <= -(-n // 2)
+
+
+@pytest.mark.parametrize("method, epoch", [("sl_kd", 0), ("self_kd", 1)])
+def test_sigterm_mid_epoch_and_resume_give_identical_csvs_and_tables(teacher: Path, mnist_small: Path,
+                                                                     tmp_path: Path, method: str, epoch: int) -> None:
+    args = [*FAST, "--epochs", "2", "--corrupt-fraction", "0.4", "--sample-size", "20", "--batch-size", "10",
+            "--print-freq", "1", "--p-smoothing", "0.3", *student_args(method, str(teacher))]
+    reference = tmp_path / "reference"
+    assert train(mnist_small, reference, *args) == 0
+
+    stopped = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "cg_train", str(mnist_small), "--output-dir", str(stopped), *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    wait_for_train_rows(stopped, epoch=epoch, rows=3, proc=proc)
+    os.kill(proc.pid, signal.SIGSTOP)
+    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    state = torch.load(stopped / "checkpoint.pth.tar", weights_only=False, map_location="cpu")["train_state"]
+    assert state["epoch"] == epoch and 0 < state["step"] < 30, state
+
+    assert train(mnist_small, stopped, *args, "--resume") == 0
+    assert_same_csvs(reference, stopped)
+    tables = ["p_smoothing.npy", "p_smoothing_best.npy"] + (["labels.npy"] if method.startswith("sl") else [])
+    for name in tables:
+        np.testing.assert_array_equal(np.load(stopped / name), np.load(reference / name), err_msg=name)
+    assert not pd.isna(read_csv(stopped / "test.csv").acc1).any()
