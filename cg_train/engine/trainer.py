@@ -86,7 +86,8 @@ class Trainer:
                 self.evaluate_all(epoch)
                 self.stop_if_requested()
             self.train_epoch(epoch)
-            self.scheduler.step()
+            if not self.fixed:  # --fix-student: no optimizer step, so no schedule step either
+                self.scheduler.step()
             self.state.epoch, self.state.step = epoch + 1, 0
             self.recorders.on_train_epoch_end(self.ctx, epoch)
             self.save_checkpoint()
