@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from cg_train.errors import CgTrainError
 
@@ -58,13 +58,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .kd_da import main as kd_da_main
 
         return kd_da_main(argv[1:])
+    return run_parsed(build_parser(), argv, lambda args: analyze(
+        Path(args.experiments_dir), Path(args.output or args.experiments_dir), split_formats(args.formats), args.dpi))
+
+
+def split_formats(text: str) -> list[str]:
+    return [f.strip().lower() for f in text.split(",") if f.strip()]
+
+
+def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str],
+               action: Callable[[argparse.Namespace], list[Path]]) -> int:
+    """Parse ``argv``, run ``action`` and print the files it wrote; usage and CgTrainError become return
+    codes (0, 2), never exits or tracebacks, so other tools can call ``main``."""
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(list(argv))
     except SystemExit as exc:  # --help, or a usage error already printed: a code, not an exit, for callers
         return int(exc.code or 0)
-    formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
     try:
-        written = analyze(Path(args.experiments_dir), Path(args.output or args.experiments_dir), formats, args.dpi)
+        written = action(args)
     except CgTrainError as exc:
         print(f"cg-analyze: error: {exc}", file=sys.stderr)
         return 2

@@ -170,22 +170,11 @@ def analyze(root: Path, output: Path, formats: Sequence[str] = ("png", "pdf")) -
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from cg_train.errors import CgTrainError
+    from .cli import run_parsed, split_formats
 
     parser = argparse.ArgumentParser(prog="cg-analyze kd-da", description=__doc__.split("\n")[0])
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help="folder searched recursively for kd runs")
     parser.add_argument("-o", "--output", metavar="DIR", help="where to write (default: RUNS_DIR)")
     parser.add_argument("--format", dest="formats", default="png,pdf", metavar="png,pdf")
-    try:
-        args = parser.parse_args(list(argv or []))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        written = analyze(Path(args.runs_dir), Path(args.output or args.runs_dir),
-                          [f.strip() for f in args.formats.split(",") if f.strip()])
-    except CgTrainError as exc:
-        print(f"cg-analyze: error: {exc}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+    return run_parsed(parser, list(argv or []), lambda args: analyze(
+        Path(args.runs_dir), Path(args.output or args.runs_dir), split_formats(args.formats)))

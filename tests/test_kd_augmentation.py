@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import math
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cg_train.augment import (SCHEMES, Augmenter, CutMix, CutMixPick, MixUp, denormalize, entropy,
+from cg_train.augment import (SCHEMES, Augmenter, CutMix, entropy,
                               mixed_targets, model_input, stream_seed)
 from cg_train.augment.t_stddev import CHUNK_BATCHES, t_stddev
 from cg_train.config import AugmentConfig, build_config
 from cg_train.data.manifest import Batch
 from cg_train.errors import ConfigError
-from conftest import FAST, REPO, assert_same_csvs, read_csv, train
-from test_preemption import wait_for_train_rows
+from conftest import REPO, assert_same_csvs, read_csv, train
+from test_preemption import reference_and_stopped_run
 
 K = 10
 
@@ -236,18 +233,8 @@ def test_sigterm_mid_epoch_under_mixing_resumes_to_identical_csvs(mnist_small: P
     if "kd" in extra:
         extra = [*extra, "--teacher", str(teacher)]
     args = ["--epochs", "1", "--sample-size", "10", "--print-freq", "1", "--seed", "3", "--batch-size", "10", *extra]
-    reference = tmp_path / "reference"
-    assert train(mnist_small, reference, *args) == 0
-    stopped = tmp_path / "stopped"
-    cmd = [sys.executable, "-m", "cg_train", str(mnist_small), "--output-dir", str(stopped), *FAST, *args]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    wait_for_train_rows(stopped, epoch=0, rows=3, proc=proc)
-    os.kill(proc.pid, signal.SIGSTOP)
-    os.kill(proc.pid, signal.SIGTERM)
-    os.kill(proc.pid, signal.SIGCONT)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    reference, stopped, returncode, err = reference_and_stopped_run(mnist_small, tmp_path, args)
+    assert returncode == 128 + signal.SIGTERM, err
     step = torch.load(stopped / "checkpoint.pth.tar", weights_only=False)["train_state"]["step"]
     assert 3 <= step < 30
     assert train(mnist_small, stopped, *args, "--resume") == 0

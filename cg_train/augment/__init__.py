@@ -22,7 +22,6 @@ Two ways to use the augmented batch (seed 001):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
