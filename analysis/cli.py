@@ -54,6 +54,10 @@ def analyze(experiments_dir: Path, output: Path, formats: Sequence[str], dpi: in
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["kd"]:  # cg-analyze kd RUNS_DIR: the distillation table (analysis/kd.py)
+        from .kd import main as kd_main
+
+        return kd_main(argv[1:])
     if argv[:1] == ["kd-da"]:  # seed 001's T. stddev vs S. test loss study (analysis/kd_da.py)
         from .kd_da import main as kd_da_main
 

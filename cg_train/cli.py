@@ -123,7 +123,9 @@ def parse_train_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     flags = {k: v for k, v in vars(args).items() if "." in k}
     if data_dirs:
         flags["data.dir"] = data_dirs[0]
-    return build_config(args.config, overrides, flags), args
+    from .checks import check_names
+
+    return check_names(build_config(args.config, overrides, flags)), args
 
 
 def train_main(argv: Sequence[str]) -> int:

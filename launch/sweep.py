@@ -26,7 +26,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from cg_train.config import Config, all_keys, build_config, full_key, nest_keys
+from cg_train.checks import check_names
+from cg_train.config import (TEACHER_SEPARATOR, Config, all_keys, build_config, full_key, nest_keys,
+                             split_teachers)
 from cg_train.errors import ConfigError
 
 SWEEP_KEYS = ("base", "axes", "launch")
@@ -60,13 +62,18 @@ def for_launch(cfg: Config, run_dir: Path) -> Config:
         cfg.data.test_dir = str(Path(cfg.data.test_dir).expanduser().absolute())
     if cfg.train.deepspeed:
         cfg.train.deepspeed = str(Path(cfg.train.deepspeed).expanduser().absolute())
+    if cfg.supervision.teacher:
+        cfg.supervision.teacher = TEACHER_SEPARATOR.join(str(Path(p).expanduser().absolute())
+                                                         for p in split_teachers(cfg.supervision.teacher))
+    if cfg.supervision.targets:
+        cfg.supervision.targets = str(Path(cfg.supervision.targets).expanduser().absolute())
     return cfg
 
 
 def point_config(files: list[str], mappings: list[tuple[str, Mapping[str, Any]]], run_dir: Path,
                  source: str) -> Config:
     try:
-        return for_launch(build_config(files, mappings=mappings), run_dir)
+        return for_launch(check_names(build_config(files, mappings=mappings)), run_dir)
     except ConfigError as exc:
         raise ConfigError(str(exc) if str(exc).startswith(source) else f"{source}: {exc}") from None
 

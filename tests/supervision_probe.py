@@ -18,7 +18,7 @@ from cg_train.cli import main
 def student_args(method: str, teacher_dir: str) -> list[str]:
     return ["--method", method, "--teacher", f"{teacher_dir}/model_best.pth.tar",
             "--targets", f"{teacher_dir}/p_smoothing_best.npy"] + \
-        ([f"--teacher={teacher_dir}/model_best.pth.tar,{teacher_dir}/initial_state.pth.tar"]
+        ([f"--teacher={teacher_dir}/model_best.pth.tar:{teacher_dir}/initial_state.pth.tar"]
          if method == "sl_ens" else [])
 
 

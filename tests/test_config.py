@@ -7,6 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from cg_train.cli import main, parse_train_args
+from cg_train.checks import check_names
 from cg_train.config import Config, build_config, to_yaml
 from cg_train.errors import ConfigError
 
@@ -58,7 +59,7 @@ def test_bad_yaml_names_the_key(tmp_path: Path, yaml_text: str, expected: str) -
 ])
 def test_bad_values_name_the_key(overrides: list[str], expected: str) -> None:
     with pytest.raises(ConfigError) as err:
-        build_config(overrides=overrides)
+        check_names(build_config(overrides=overrides))
     assert expected in str(err.value)
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from cg_train.augment import (SCHEMES, Augmenter, CutMix, entropy,
                               mixed_targets, model_input, stream_seed)
 from cg_train.augment.t_stddev import CHUNK_BATCHES, t_stddev
+from cg_train.checks import check_names
 from cg_train.config import AugmentConfig, build_config
 from cg_train.data.manifest import Batch
 from cg_train.errors import ConfigError
@@ -116,7 +117,7 @@ def test_resume_draws_the_same_augmentation() -> None:
 
 
 def test_refusals_are_one_line() -> None:
-    cases = [({"augment.da": "mixup", "supervision.method": "sl"}, "keeps one table row"),
+    cases = [({"augment.da": "mixup", "supervision.method": "sl", "supervision.teacher": "t"}, "keeps one table row"),
              ({"augment.da": "cutmix", "record.paths": True}, "--paths"),
              ({"augment.lw_mix": "1,0,1"}, "--lw-mix needs --method kd"),
              ({"augment.check_ce_var": True, "supervision.method": "kd", "supervision.teacher": "t.pth"},
@@ -125,7 +126,7 @@ def test_refusals_are_one_line() -> None:
              ({"augment.lw_mix": "1,2", "supervision.method": "kd", "supervision.teacher": "t"}, "three weights")]
     for flags, words in cases:
         with pytest.raises(ConfigError, match=words) as info:
-            build_config(flags=flags)
+            check_names(build_config(flags=flags))
         assert "\n" not in str(info.value)
 
 

@@ -185,3 +185,76 @@ def test_shards_saved_on_one_process_count_load_on_another(tmp_path: Path, saved
         assert table.held_rows == len(range(*shard_bounds(N_ROWS, loaded_world, rank))) <= -(-N_ROWS // loaded_world)
         torch.testing.assert_close(table.rows, full[table.start:table.stop])
         assert torch.equal(table.seen, seen[table.start:table.stop])
+
+
+# --------------------------------------------------------------------------- config and the table
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["supervision.method=kdd"], "unknown supervision method 'kdd' (did you mean 'kd'?)"),
+    (["supervision.method=kd"], "--method kd needs --teacher CKPT"),
+    (["supervision.method=filter_kd"], "--method filter_kd needs --targets TABLE.npy"),
+    (["supervision.smoothing=1.5"], "--smoothing (supervision.smoothing)=1.5 must be in [0.0, 1.0]"),
+])
+def test_bad_supervision_settings_fail_in_one_line(overrides: list[str], expected: str) -> None:
+    from cg_train.checks import check_names
+    from cg_train.config import build_config
+    from cg_train.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        check_names(build_config(overrides=overrides))
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cg_analyze_kd_tabulates_mean_and_std_over_seeds(tmp_path: Path) -> None:
+    import pandas as pd
+    import yaml
+
+    from analysis.cli import main as analyze
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.yaml").write_text(yaml.safe_dump({"model": {"arch": "cifar_resnet56"}}))
+    top1 = {("kd", 0): 70.0, ("kd", 1): 71.0, ("kd", 2): 73.0, ("ce", 0): 68.0}
+    for (method, seed), acc in top1.items():
+        run = tmp_path / f"{method}{seed}"
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump({
+            "model": {"arch": "cifar_resnet20"}, "noise": {"corrupt_fraction": 0.0}, "train": {"seed": seed},
+            "supervision": {"method": method, "teacher": str(teacher / "model_best.pth.tar")}}))
+        pd.DataFrame({"epoch": [0, 1], "count": 10, "loss": 1.0, "acc1": [1.0, acc], "acc5": 100.0}).to_csv(
+            run / "test.csv", index=False)
+        if method == "kd":
+            pd.DataFrame({"phase": ["test"], "epoch": [1], "ece": [acc / 1000]}).to_csv(run / "calibration.csv")
+    assert analyze(["kd", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "kd_table.csv").set_index("method")
+    kd = np.array([70.0, 71.0, 73.0])
+    assert table.loc["kd", "teacher"] == "cifar_resnet56" and table.loc["ce", "teacher"] == "-"
+    assert table.loc["kd", "seeds"] == 3
+    np.testing.assert_allclose(table.loc["kd", ["top1_mean", "top1_std"]].astype(float), [kd.mean(), kd.std(ddof=1)])
+    np.testing.assert_allclose(table.loc["kd", ["ece_mean", "ece_std"]].astype(float),
+                               [kd.mean() / 1000, kd.std(ddof=1) / 1000])
+    assert table.loc["ce", "top1_mean"] == 68.0 and table.loc["ce", "top1_std"] == 0.0
+    assert "| kd | cifar_resnet56 | cifar_resnet20 | 0 | 3 | 71.33 ± 1.53 |" in (tmp_path / "kd_table.md").read_text()
+
+
+def test_kd_configs_are_valid_sweeps_of_seed_003_table_2(tmp_path: Path) -> None:
+    from launch.sweep import load_sweep
+
+    from cg_train.config import split_teachers
+
+    from conftest import REPO
+
+    methods = {}
+    for sweep in sorted((REPO / "configs/kd").glob("*.yaml")):
+        if sweep.name == "cifar100.yaml":  # the base the sweeps share
+            continue
+        points = load_sweep(sweep, tmp_path).points
+        assert len({p.name for p in points}) == len(points) > 1, sweep.name
+        for point in points:
+            sup = point.cfg.supervision
+            methods.setdefault(sup.method, set()).add(point.cfg.model.arch)
+            for path in filter(None, [*split_teachers(sup.teacher), sup.targets]):
+                assert Path(path).is_absolute() and path.startswith(str(Path.cwd())), path
+    assert {m: methods[m] for m in ("ls", "kd", "sl", "sl_enc", "sl_ens", "sl_kd")} == \
+        dict.fromkeys(["ls", "kd", "sl", "sl_enc", "sl_ens", "sl_kd"], {"cifar_resnet20", "cifar_resnet110"})
+    assert "filter_kd" in methods

@@ -2,6 +2,7 @@
 and SIGTERM mid-epoch + resume for the methods that keep per-sample state."""
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -35,7 +36,7 @@ def test_ce_gives_the_same_csvs_as_the_code_before_the_supervision_layer(mnist_s
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     # the pre-change trainer line, F.cross_entropy(logits.float(), targets), is what a Trainer without
     # supervision runs; --method ce through the registry must write bit-identical CSVs
-    import cg_train.engine.run as run_module
+    run_module = importlib.import_module("cg_train.engine.run")  # the module, not engine's run() function
 
     assert train(mnist_small, tmp_path / "ce", *STUDENT) == 0
 
@@ -63,14 +64,14 @@ def test_every_method_on_one_and_two_processes_gives_the_same_results(teacher: P
         if method.startswith("sl"):  # the learned labels, and each process wrote only its own rows
             np.testing.assert_allclose(np.load(two / "labels.npy"), np.load(one / "labels.npy"), atol=1e-4)
             for rank in range(2):
-                (shard,) = (two / "tables/labels").glob(f"gen*.rank{rank:05d}-of-00002.rows.npy")
+                shard = sorted((two / "tables/labels").glob(f"gen*.rank{rank:05d}-of-00002.rows.npy"))[-1]
                 assert len(np.load(shard)) == len(range(*shard_bounds(n, 2, rank))) <= -(-n // 2)
 
 
 @pytest.mark.parametrize("method, epoch", [("sl_kd", 0), ("self_kd", 1)])
 def test_sigterm_mid_epoch_and_resume_give_identical_csvs_and_tables(teacher: Path, mnist_small: Path,
                                                                      tmp_path: Path, method: str, epoch: int) -> None:
-    args = [*FAST, "--epochs", "2", "--corrupt-fraction", "0.4", "--sample-size", "20", "--batch-size", "10",
+    args = [*FAST, "--epochs", "2", "--corrupt-fraction", "0.4", "--sample-size", "10", "--batch-size", "20",
             "--print-freq", "1", "--p-smoothing", "0.3", *student_args(method, str(teacher))]
     reference = tmp_path / "reference"
     assert train(mnist_small, reference, *args) == 0
@@ -86,7 +87,7 @@ def test_sigterm_mid_epoch_and_resume_give_identical_csvs_and_tables(teacher: Pa
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, err
     state = torch.load(stopped / "checkpoint.pth.tar", weights_only=False, map_location="cpu")["train_state"]
-    assert state["epoch"] == epoch and 0 < state["step"] < 30, state
+    assert state["epoch"] == epoch and 0 < state["step"] < 15, state  # mid-epoch (300 samples, batch 20)
 
     assert train(mnist_small, stopped, *args, "--resume") == 0
     assert_same_csvs(reference, stopped)

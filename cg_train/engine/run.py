@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from ..checks import check_names
 from ..config import Config, run_metadata, to_yaml
 from ..data.bundle import build_data
 from ..errors import CgTrainError, ConfigError
@@ -119,6 +120,7 @@ def run(cfg: Config) -> Path:
 
 
 def _run(cfg: Config, stop: StopSignals) -> Path:
+    check_names(cfg)  # also for callers that built cfg themselves (submitit jobs, tests)
     accelerator = make_accelerator(cfg)
     setup_logging(accelerator.is_main_process)
     out = Path(cfg.output.dir)

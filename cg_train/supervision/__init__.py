@@ -8,7 +8,7 @@ logs on the student's logits) holds for every method.
 
 Needs a method can declare:
 
-* ``teacher = "checkpoint"``: frozen teacher(s) from ``--teacher CKPT[,CKPT...]``
+* ``teacher = "checkpoint"``: frozen teacher(s) from ``--teacher CKPT[:CKPT...]``
   (any cg-train checkpoint; its arch is read from it), run in eval mode, without
   gradient, on the same augmented images as the student; ``"self"``: the same
   run's model as it was at the end of the previous epoch.
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
+from ..config import split_teachers
 from ..data.manifest import Batch
 from ..errors import CgTrainError, ConfigError
 from ..recorders import Recorder, RunContext
@@ -89,7 +90,7 @@ def check_method(cfg: "Config") -> None:
 
 
 def teacher_paths(cfg: "SupervisionConfig") -> list[Path]:
-    return [Path(p.strip()) for p in (cfg.teacher or "").split(",") if p.strip()]
+    return [Path(p) for p in split_teachers(cfg.teacher)]
 
 
 def load_teacher(path: Path, num_classes: int, device: torch.device) -> torch.nn.Module:
@@ -192,6 +193,11 @@ class Supervision(Recorder):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         out = self.ctx.output_dir
+        saved = state.get("method")
+        if saved is not None and saved != self.method.__class__.__name__:
+            raise CgTrainError(f"--resume: the checkpoint was trained with another --method ({saved}, not "
+                               f"{self.ctx.cfg.supervision.method}): resume with the same --method or use a new "
+                               f"--output-dir")
         if self.method.table == "labels":
             self.table.clear()
             self.generation = 0

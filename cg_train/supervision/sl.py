@@ -21,7 +21,7 @@ label (below). At every visit:
 Initial labels: ``sl`` the teacher's ``softmax(t / T)``; ``sl_enc`` the observed
 one-hot label encoded with the teacher, ``(1 - s) onehot(y) + s softmax(t / T)``
 (``s = --smoothing``); ``sl_ens`` the mean of several teachers' ``softmax(t / T)``
-(``--teacher a.pth,b.pth``); ``sl_kd`` as ``sl``, and its loss adds seed 001's KD
+(``--teacher a.pth:b.pth``); ``sl_kd`` as ``sl``, and its loss adds seed 001's KD
 term: ``r * SL + a * T^2 KL(teacher || student)``. The teachers run at every
 step (``sl_kd`` needs them; the others only on a sample's first visit).
 """
@@ -76,7 +76,7 @@ class SoftLabelsEncoded(SoftLabels):
 
 
 @METHODS.register("sl_ens", help="sl initialised from the mean prediction of several teachers "
-                                 "(--teacher a.pth,b.pth,...)")
+                                 "(--teacher a.pth:b.pth:...)")
 class SoftLabelsEnsemble(SoftLabels):
     def initial(self, batch: Batch, extras: Extras) -> torch.Tensor:
         return F.softmax(extras.teacher_logits / self.cfg.temperature, dim=2).mean(0)
