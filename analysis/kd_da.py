@@ -39,7 +39,7 @@ def teacher_name(path: Optional[str]) -> str:
     """The teacher's arch from its run's config.yaml next to the checkpoint, else the run folder's name."""
     if not path:
         return "?"
-    first = Path(str(path).split(",")[0])
+    first = Path(str(path).split(":")[0])  # several teachers are ":"-separated; the first names the pair
     config = first.parent / "config.yaml"
     if config.is_file():
         arch = _get(yaml.safe_load(config.read_text()) or {}, "model.arch")
