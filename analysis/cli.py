@@ -1,6 +1,8 @@
 """``cg-analyze EXPERIMENTS_DIR [--output DIR]``: seed 004's figures, a summary table for every experiment,
 and reliability diagrams (``reliability_test``) of the runs that wrote ``reliability.csv``.
 
+``cg-analyze kd-da RUNS_DIR``: seed 001's T. stddev vs student test loss study (analysis/kd_da.py).
+
 ``main(argv) -> int`` is the entry other tools call (``cg-launch collect``): it never raises or exits on
 bad experiment files or arguments, reports each problem as one ``cg-analyze: warning:`` line on stderr,
 and returns 0 when it wrote the figures, 2 (with one ``cg-analyze: error:`` line, or argparse's usage
@@ -71,13 +73,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .kd import main as kd_main
 
         return kd_main(argv[1:])
+    if argv[:1] == ["kd-da"]:  # seed 001's T. stddev vs S. test loss study (analysis/kd_da.py)
+        from .kd_da import main as kd_da_main
+
+        return kd_da_main(argv[1:])
+    return run_parsed(build_parser(), argv, lambda args: analyze(
+        Path(args.experiments_dir), Path(args.output or args.experiments_dir), split_formats(args.formats), args.dpi))
+
+
+def split_formats(text: str) -> list[str]:
+    return [f.strip().lower() for f in text.split(",") if f.strip()]
+
+
+def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str],
+               action: Callable[[argparse.Namespace], list[Path]]) -> int:
+    """Parse ``argv``, run ``action`` and print the files it wrote; usage and CgTrainError become return
+    codes (0, 2), never exits or tracebacks, so other tools can call ``main``."""
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(list(argv))
     except SystemExit as exc:  # --help, or a usage error already printed: a code, not an exit, for callers
         return int(exc.code or 0)
-    formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
-    return run_and_list(lambda: analyze(Path(args.experiments_dir), Path(args.output or args.experiments_dir),
-                                        formats, args.dpi))
+    return run_and_list(lambda: action(args))
 
 
 def run_and_list(produce: Callable[[], list[Path]]) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .augment import SCHEMES, check_augment_config
 from .config import Config
 from .data import DATASETS, LOADERS
 from .data.augment import AUGMENTATIONS
@@ -24,7 +25,7 @@ from .supervision import METHODS, check_method
 REGISTRY_KEYS: list[tuple[Registry[Any], str]] = [
     (DATASETS, "data.dataset"), (LOADERS, "data.loader"), (AUGMENTATIONS, "data.augment"), (MODELS, "model.arch"),
     (NOISES, "noise.noise_type"), (OPTIMIZERS, "optim.optimizer"), (SCHEDULERS, "sched.scheduler"),
-    (METHODS, "supervision.method")]
+    (METHODS, "supervision.method"), (SCHEMES, "augment.da")]
 
 
 def check_names(cfg: Config) -> Config:
@@ -40,4 +41,5 @@ def check_names(cfg: Config) -> Config:
         setattr(getattr(cfg, section), name, canonical)
     check_optimizer_config(cfg)
     check_method(cfg)
+    check_augment_config(cfg)
     return cfg

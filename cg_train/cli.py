@@ -206,10 +206,11 @@ def _registries() -> dict[str, Registry]:
     from .optim import OPTIMIZERS, SCHEDULERS
     from .recorders import RECORDERS
     from .supervision import METHODS
+    from .augment import SCHEMES
 
-    return {"datasets": DATASETS, "loaders": LOADERS, "augmentations": AUGMENTATIONS, "models": MODELS,
-            "optimizers": OPTIMIZERS, "schedulers": SCHEDULERS, "noise": NOISES, "recorders": RECORDERS,
-            "methods": METHODS}
+    return {"datasets": DATASETS, "loaders": LOADERS, "augmentations": AUGMENTATIONS, "da": SCHEMES,
+            "models": MODELS, "optimizers": OPTIMIZERS, "schedulers": SCHEDULERS, "noise": NOISES,
+            "recorders": RECORDERS, "methods": METHODS}
 
 
 def _configure_list(p: argparse.ArgumentParser) -> None:

@@ -264,6 +264,41 @@ class SpeedConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Seed 001's data augmentations, applied on the device after the loader (docs/kd_augmentation.md)."""
+
+    da: str = opt("identity", "augmentation applied to each training batch on the device, after the loader (see "
+                  "`cg-train list da`): identity, flip, flip_crop, cutout, autoaugment, mixup, cutmix, "
+                  "cutmix_pick, cutmix_pick_s_ent, cutmix_pick_t_ent", "--da", "--mix-mode")
+    cut_size: int = opt(16, "cutout: side of the square set to zero (seed 001's --cut_size)", "--cut-size",
+                        check=at_least(1))
+    crop_padding: int = opt(4, "flip_crop: zero padding of the random crop (CIFAR's pad-4)", "--crop-padding",
+                            check=at_least(0))
+    autoaugment_policy: str = opt("cifar10", "autoaugment: torchvision policy cifar10, imagenet or svhn",
+                                  "--autoaugment-policy", check=one_of("cifar10", "imagenet", "svhn"))
+    mix_alpha: float = opt(1.0, "mixup/cutmix: lambda ~ Beta(alpha, alpha)", "--mix-alpha", check=positive)
+    n_pick: int = opt(64, "cutmix_pick: mixed images kept per batch, those with the highest criterion",
+                      "--n-pick", check=at_least(1))
+    mix_n_run: int = opt(4, "cutmix_pick: CutMix is drawn this many times per batch to make the candidate pool "
+                         "(pool = mix_n_run x batch)", "--mix-n-run", check=at_least(1))
+    pick_criterion: str = opt("kld", "cutmix_pick: s_ent (student entropy), t_ent (teacher entropy) or kld "
+                              "(KL(teacher || student) at --kd-temperature); highest values are kept",
+                              "--cutmix-pick-criterion", check=one_of("s_ent", "t_ent", "kld"))
+    lw_mix: Optional[str] = opt(None, "seed 001's --lw_mix a,b,c (method kd): the student sees the batch AND its "
+                                "augmented copy; loss = r*CE(x) + kd_weight*(a*KL(x) + b*mixed-label CE(x_aug) + "
+                                "c*KL(x_aug)); unset: the augmented batch replaces the batch", "--lw-mix",
+                                metavar="A,B,C")
+    t_output_as_target_for_input_mix: bool = opt(
+        False, "with --lw-mix: the teacher's output on the augmented image is the KL target of x_aug (seed "
+        "001's scripts); otherwise the targets' mixture lam*t(x_a)+(1-lam)*t(x_b) of the teacher's logits",
+        "--t-output-as-target-for-input-mix")
+    fix_student: bool = opt(False, "run the training epochs without updating anything (no backward, no "
+                            "optimizer step, BatchNorm in eval mode): seed 001's --fix-student", "--fix-student")
+    check_ce_var: bool = opt(False, "with --fix-student: write t_stddev.csv per epoch (T. stddev: std of the "
+                             "teacher's mean probability; teacher-student CE mean and variance)", "--check-ce-var")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
@@ -275,6 +310,7 @@ class Config:
     record: RecordConfig = field(default_factory=RecordConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 #: Keys of a saved ``config.yaml`` that describe the run rather than configure it.

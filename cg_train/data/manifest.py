@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,15 +20,20 @@ UNKNOWN_LABEL = -1
 
 
 class Batch(NamedTuple):
-    """``(images, observed_labels, true_labels, indices)``; ``indices`` are Manifest positions."""
+    """``(images, observed_labels, true_labels, indices)``; ``indices`` are Manifest positions.
+
+    ``mix`` (a :class:`cg_train.augment.Mix`) is set on the device by a mixing ``--da`` or by
+    ``--lw-mix``: then a row is not one sample alone (see docs/kd_augmentation.md).
+    """
 
     images: torch.Tensor
     observed_labels: torch.Tensor
     true_labels: torch.Tensor
     indices: torch.Tensor
+    mix: Optional[Any] = None
 
     def to(self, device: torch.device, non_blocking: bool = True) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self))
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self[:4]), self.mix)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from ..optim import build_optimizer, build_scheduler
 from ..results import RESULT_CSVS
 from ..recorders import RunContext, build_recorders
 from ..supervision import Supervision
+from ..augment import build_augmentation
 from . import checkpoint, deepspeed_backend, fast_path
 from .preemption import STOP_SIGNALS, StopSignals
 from .trainer import Trainer
@@ -168,8 +169,9 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
     model = fast_path.maybe_compile(model, cfg, accelerator)
     ctx = RunContext(cfg, out, accelerator, data)
     supervision = Supervision(ctx, model)  # loads teachers / --targets; its state rides with the recorders'
-    recorders = build_recorders(ctx, extra={"supervision": supervision})
-    trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop, stop, supervision)
+    augmenter, augment_recorders = build_augmentation(ctx, model, supervision)  # --da, --check-ce-var
+    recorders = build_recorders(ctx, extra={"supervision": supervision, **augment_recorders})
+    trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop, stop, supervision, augmenter)
     if resume_state is not None:
         trainer.check_resumable(resume_state, resume_from)
     accelerator.wait_for_everyone()  # every process has passed every check before anything is written

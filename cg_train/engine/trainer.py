@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from ..progress import progress_bar
 
+from ..augment import Augmenter, mixed_targets, model_input
 from ..config import to_dict
 from ..data.loaders import Loader
 from ..data.manifest import Batch
@@ -58,11 +59,14 @@ def label_digest(ctx: RunContext) -> str:
 class Trainer:
     def __init__(self, ctx: RunContext, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, recorders: Recorders, crop_size: int,
-                 stop: Optional[StopSignals] = None, supervision: Optional[Supervision] = None):
+                 stop: Optional[StopSignals] = None, supervision: Optional[Supervision] = None,
+                 augment: Optional[Augmenter] = None):
         self.ctx, self.cfg, self.accelerator = ctx, ctx.cfg, ctx.accelerator
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.recorders, self.crop_size = recorders, crop_size
         self.supervision = supervision  # per-sample losses of --method (None: cross-entropy)
+        self.augment = augment  # --da on the device after the loader (None: none)
+        self.fixed = self.cfg.augment.fix_student  # --fix-student: forward only, nothing is updated
         self.stop = stop if stop is not None else StopSignals(signals=())
         self.stopped_by: list[str] = []  # set when a checkpoint is saved because of a stop signal
         self.state = TrainState()
@@ -83,7 +87,8 @@ class Trainer:
                 self.evaluate_all(epoch)
                 self.stop_if_requested()
             self.train_epoch(epoch)
-            self.scheduler.step()
+            if not self.fixed:  # --fix-student: no optimizer step, so no schedule step either
+                self.scheduler.step()
             self.state.epoch, self.state.step = epoch + 1, 0
             self.recorders.on_train_epoch_end(self.ctx, epoch)
             self.save_checkpoint()
@@ -93,7 +98,7 @@ class Trainer:
         self.recorders.on_fit_end(self.ctx)
 
     def train_epoch(self, epoch: int) -> None:
-        self.model.train()
+        self.model.train(not self.fixed)
         loader = self.ctx.data.train_loader
         loader.set_epoch(epoch, start_step=self.state.step)
         total = self.state.step + len(loader)
@@ -103,6 +108,8 @@ class Trainer:
         started = time.perf_counter()
         for step, batch in enumerate(loader, start=self.state.step):
             batch = batch.to(self.accelerator.device)
+            if self.augment is not None:
+                batch = self.augment(batch, epoch, step)
             logits, losses, stats = self.train_step(batch, step, total)
             sums += stats[:2]
             self.recorders.on_train_batch(self.ctx, epoch, step, batch, logits, losses)
@@ -135,7 +142,8 @@ class Trainer:
         process sees the same stop decision at no extra communication.
         """
         accelerator, world = self.accelerator, self.ctx.world_size
-        images, targets, weight = batch.images, batch.observed_labels, 1.0
+        images, weight = model_input(batch), 1.0
+        targets = mixed_targets(batch, self.ctx.data.train.num_classes)
         if len(batch.indices) == 0:
             # Every image of this process's share was unreadable: a weightless dummy keeps DDP in step.
             images = torch.zeros(1, 3, self.crop_size, self.crop_size, device=accelerator.device)
@@ -143,7 +151,7 @@ class Trainer:
             weight = 0.0
         group_start, group_len = self.accumulation_group(step, total)
         sync = step - group_start == group_len - 1
-        with nullcontext() if sync else accelerator.no_sync(self.model):
+        with nullcontext() if sync else accelerator.no_sync(self.model), torch.set_grad_enabled(not self.fixed):
             logits = self.model(images)
             if self.supervision is None:
                 losses = F.cross_entropy(logits.float(), targets, reduction="none") * weight
@@ -156,11 +164,12 @@ class Trainer:
             if world > 1:
                 stats = accelerator.reduce(stats, reduction="sum")
             loss = losses.sum() * (world / stats[0].clamp(min=1.0).float()) / group_len
-            accelerator.backward(loss)
-        if sync:
+            if not self.fixed:
+                accelerator.backward(loss)
+        if sync and not self.fixed:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return logits.detach(), losses.detach(), stats
+        return logits[:len(losses)].detach(), losses.detach(), stats  # --lw-mix: the original rows
 
     def accumulation_group(self, step: int, total: int) -> tuple[int, int]:
         """(first step, length) of the gradient-accumulation group holding ``step``; the last may be short."""

@@ -136,6 +136,8 @@ class Supervision(Recorder):
         if self.method.table == "targets":
             self.table.load_npy(Path(cfg.targets), "--targets")
         self.generation = 0
+        self.last_teacher_logits: Optional[torch.Tensor] = None
+        self.last_logits: Optional[torch.Tensor] = None
 
     # ------------------------------------------------------------------ the loss
     def __call__(self, batch: Batch, images: torch.Tensor, targets: torch.Tensor,
@@ -147,6 +149,9 @@ class Supervision(Recorder):
         if self.teachers:
             with torch.no_grad(), self.ctx.accelerator.autocast():
                 extras.teacher_logits = torch.stack([t(images).float() for t in self.teachers])
+        self.last_teacher_logits, self.last_logits = extras.teacher_logits, logits.detach()  # for --check-ce-var
+        if batch.mix is not None and batch.mix.images is None:  # a mixing --da: mixed soft targets
+            batch = batch._replace(observed_labels=targets)
         if self.table is not None:
             extras.rows, extras.seen = self.table.fetch(batch.indices)
         if len(batch.indices) == 0:  # nothing of ours in this batch; the collectives above still ran

@@ -27,11 +27,19 @@ def kd_term(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: flo
 class KnowledgeDistillation(Method):
     teacher = "checkpoint"
 
+    lw_mix: tuple[float, float, float] = (1.0, 0.0, 1.0)  # set from --lw-mix by the Augmenter
+    t_output = False  # --t-output-as-target-for-input-mix
+
     def losses(self, batch: Batch, logits: torch.Tensor, extras: Extras) -> torch.Tensor:
-        ce = F.cross_entropy(logits.float(), batch.observed_labels, reduction="none")
+        ce = F.cross_entropy(logits[:len(batch.observed_labels)].float(), batch.observed_labels, reduction="none")
         if extras.teacher_logits is None:  # self_kd before its first teacher exists: plain CE
             return ce
         cfg = self.cfg
+        if batch.mix is not None and batch.mix.images is not None:  # --lw-mix: x and x_aug in one forward
+            from ..augment.losses import lw_mix_losses
+
+            return lw_mix_losses(batch, logits, extras.teacher_logits, self.lw_mix, cfg.ce_weight, cfg.kd_weight,
+                                 cfg.temperature, self.t_output)
         return cfg.ce_weight * ce + cfg.kd_weight * kd_term(logits, extras.teacher_logits, cfg.temperature)
 
 
