@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from ..data.manifest import Batch
+from ..data.manifest import Batch, MixedBatch, mix_of
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
 from ..registry import Registry
@@ -310,7 +310,7 @@ def check_augment_config(cfg: "Config") -> None:
 
 def mixed_targets(batch: Batch, num_classes: int) -> torch.Tensor:
     """Hard labels for an unmixed batch; ``w * onehot(y_a) + (1 - w) * onehot(y_b)`` for a mixed one."""
-    mix = batch.mix
+    mix = mix_of(batch)
     if mix is None or mix.images is not None:
         return batch.observed_labels
     own = F.one_hot(batch.observed_labels, num_classes).float()
@@ -363,16 +363,17 @@ class Augmenter:
         if self.lw_mix is not None:  # the student sees both; recorders see the original rows
             mix.images, mix.source, mix.partner = out.images, out.source, partner
             mix.source_label = batch.observed_labels[out.source]
-            return batch._replace(mix=mix)
+            return MixedBatch(*batch, mix)
         src = out.source
-        return Batch(out.images, batch.observed_labels[src], batch.true_labels[src], batch.indices[src],
-                     mix if self.scheme.mixes else None)
+        rows = (out.images, batch.observed_labels[src], batch.true_labels[src], batch.indices[src])
+        return MixedBatch(*rows, mix) if self.scheme.mixes else Batch(*rows)
 
 
 def model_input(batch: Batch) -> torch.Tensor:
     """What the student and teacher see: the batch, followed by its augmented copy under --lw-mix."""
-    if batch.mix is not None and batch.mix.images is not None:
-        return torch.cat([batch.images, batch.mix.images])
+    mix = mix_of(batch)
+    if mix is not None and mix.images is not None:
+        return torch.cat([batch.images, mix.images])
     return batch.images
 
 

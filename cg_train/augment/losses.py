@@ -14,14 +14,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.manifest import Batch
+from ..data.manifest import Batch, mix_of
 from ..supervision.kd import kd_term
 
 
 def lw_mix_losses(batch: Batch, logits: torch.Tensor, teacher_logits: torch.Tensor, weights: tuple[float, float, float],
                   ce_weight: float, kd_weight: float, temperature: float, t_output: bool) -> torch.Tensor:
     """Per original row; ``logits`` [b + m, K] and ``teacher_logits`` [T, b + m, K] hold x then x_aug."""
-    mix, b = batch.mix, len(batch.indices)
+    mix, b = mix_of(batch), len(batch.indices)
     s, s_aug = logits[:b].float(), logits[b:].float()
     t, t_aug = teacher_logits[:, :b], teacher_logits[:, b:]
     a, mixed_ce, mixed_kl = weights

@@ -20,20 +20,33 @@ UNKNOWN_LABEL = -1
 
 
 class Batch(NamedTuple):
-    """``(images, observed_labels, true_labels, indices)``; ``indices`` are Manifest positions.
-
-    ``mix`` (a :class:`cg_train.augment.Mix`) is set on the device by a mixing ``--da`` or by
-    ``--lw-mix``: then a row is not one sample alone (see docs/kd_augmentation.md).
-    """
+    """``(images, observed_labels, true_labels, indices)``; ``indices`` are Manifest positions."""
 
     images: torch.Tensor
     observed_labels: torch.Tensor
     true_labels: torch.Tensor
     indices: torch.Tensor
-    mix: Optional[Any] = None
 
     def to(self, device: torch.device, non_blocking: bool = True) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self[:4]), self.mix)
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self))
+
+
+class MixedBatch(NamedTuple):
+    """A :class:`Batch` after a mixing ``--da`` or ``--lw-mix`` on the device: a row is not one sample
+    alone, and ``mix`` (a :class:`cg_train.augment.Mix`) says which other sample and how much of it
+    (docs/kd_augmentation.md). Loaders never yield one, so ``images, observed, true, indices = batch``
+    holds for everything a loader hands out."""
+
+    images: torch.Tensor
+    observed_labels: torch.Tensor
+    true_labels: torch.Tensor
+    indices: torch.Tensor
+    mix: Any
+
+
+def mix_of(batch: "Batch | MixedBatch") -> Optional[Any]:
+    """The batch's mixing record, or None for a batch of whole samples."""
+    return getattr(batch, "mix", None)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from ..config import split_teachers
-from ..data.manifest import Batch
+from ..data.manifest import Batch, mix_of
 from ..errors import CgTrainError, ConfigError
 from ..recorders import Recorder, RunContext
 from ..registry import Registry
@@ -150,7 +150,7 @@ class Supervision(Recorder):
             with torch.no_grad(), self.ctx.accelerator.autocast():
                 extras.teacher_logits = torch.stack([t(images).float() for t in self.teachers])
         self.last_teacher_logits, self.last_logits = extras.teacher_logits, logits.detach()  # for --check-ce-var
-        if batch.mix is not None and batch.mix.images is None:  # a mixing --da: mixed soft targets
+        if mix_of(batch) is not None and mix_of(batch).images is None:  # a mixing --da: mixed soft targets
             batch = batch._replace(observed_labels=targets)
         if self.table is not None:
             extras.rows, extras.seen = self.table.fetch(batch.indices)

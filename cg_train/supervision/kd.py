@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.manifest import Batch
+from ..data.manifest import Batch, mix_of
 from . import METHODS, Extras, Method
 
 
@@ -35,7 +35,7 @@ class KnowledgeDistillation(Method):
         if extras.teacher_logits is None:  # self_kd before its first teacher exists: plain CE
             return ce
         cfg = self.cfg
-        if batch.mix is not None and batch.mix.images is not None:  # --lw-mix: x and x_aug in one forward
+        if mix_of(batch) is not None and mix_of(batch).images is not None:  # --lw-mix: x and x_aug in one forward
             from ..augment.losses import lw_mix_losses
 
             return lw_mix_losses(batch, logits, extras.teacher_logits, self.lw_mix, cfg.ce_weight, cfg.kd_weight,
