@@ -2,8 +2,8 @@
 
 One row per (method, teacher, student, label noise): top-1 on the test phase
 after the last epoch, mean ± std over seeds (sample std, ddof=1; 0 for a single
-seed), and ECE the same way when the runs recorded it (an ``ece`` column in
-test.csv, or a ``calibration.csv`` with phase/epoch/ece columns). The teacher
+seed), and ECE the same way from each run's ``calibration.csv`` (test phase,
+last epoch; NaN for a run without one). The teacher
 is the arch in the teacher run's config.yaml (``--teacher`` or ``--targets``
 points into that run), "-" for methods without one. Reads files only.
 """
@@ -37,9 +37,7 @@ def _teacher_arch(path: Optional[str]) -> str:
     return "+".join(names)
 
 
-def _final_ece(run: Path, test: pd.DataFrame) -> float:
-    if "ece" in test:
-        return float(test.ece.iloc[-1])
+def _final_ece(run: Path) -> float:
     calibration = run / "calibration.csv"
     if calibration.is_file():
         table = pd.read_csv(calibration)
@@ -65,7 +63,7 @@ def read_run(run: Path) -> Optional[dict]:
     return {"method": method, "teacher": _teacher_arch(teacher) if uses_teacher else "-",
             "student": cfg["model"]["arch"], "corrupt_fraction": float(cfg["noise"]["corrupt_fraction"]),
             "seed": int(cfg["train"]["seed"]), "top1": float(test.sort_values("epoch").acc1.iloc[-1]),
-            "ece": _final_ece(run, test)}
+            "ece": _final_ece(run)}
 
 
 def kd_table(runs_dir: Path) -> pd.DataFrame:
