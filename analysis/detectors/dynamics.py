@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 
 from cg_train.errors import CgTrainError
@@ -73,8 +72,7 @@ def full_probs(rows, num_classes: int) -> np.ndarray:
 def load_dynamics(run_dir: Path, source: str = "auto") -> Dynamics:
     """Everything the detectors need from ``run_dir`` (a cg-train ``--output-dir`` with path logs)."""
     run_dir = Path(run_dir)
-    record = read_labels(run_dir)
-    full = pd.read_parquet(run_dir / "corruption.parquet")
+    record = read_labels(run_dir, columns=None)  # labels, paths and the removed column: one read
     if source == "auto":  # training passes are what AUM and forgetting events are defined on
         source = "train" if (run_dir / "paths").is_dir() else "auto"
     source, root = resolve_source(run_dir, source)
@@ -104,8 +102,8 @@ def load_dynamics(run_dir: Path, source: str = "auto") -> Dynamics:
     series = np.stack(slices, 1)
     fill_missing(series)
     probs = prob_sum / np.maximum(prob_count, 1)[:, None]
-    removed = full["removed"].to_numpy(bool) if "removed" in full else np.zeros(n, bool)
-    return Dynamics(run_dir, source, epochs, full["path"].to_numpy(object),
+    removed = record["removed"].to_numpy(bool) if "removed" in record else np.zeros(n, bool)
+    return Dynamics(run_dir, source, epochs, record["path"].to_numpy(object),
                     record["observed_label"].to_numpy(np.int64), record["true_label"].to_numpy(np.int64),
                     removed, series, probs)
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -175,11 +176,15 @@ def resolve_source(run_dir: Path, source: str) -> tuple[str, Path]:
     return source, run_dir / (EVAL_DIR if source == "eval" else TRAIN_DIR)
 
 
-def read_labels(run_dir: Path) -> pd.DataFrame:
+LABEL_COLUMNS = ["index", "true_label", "observed_label", "is_corrupt"]
+
+
+def read_labels(run_dir: Path, columns: Optional[list[str]] = LABEL_COLUMNS) -> pd.DataFrame:
+    """The run's ``corruption.parquet`` (these ``columns``; None: all of them)."""
     path = run_dir / "corruption.parquet"
     if not path.is_file():
         raise CgTrainError(f"{path} does not exist: pass the --output-dir of a cg-train run")
-    return pd.read_parquet(path, columns=["index", "true_label", "observed_label", "is_corrupt"])
+    return pd.read_parquet(path, columns=columns)
 
 
 def export_td(run_dir: Path, out_dir: Path, top_n: int, source: str = "auto") -> TdExport:
