@@ -107,6 +107,21 @@ def test_cutmix_pick_criteria_are_student_entropy_and_kl(name: str) -> None:
     torch.testing.assert_close(score, hand)
 
 
+def test_pixel_schemes_undo_the_loaders_own_normalisation() -> None:
+    # --augment cifar normalises with CIFAR's mean/std: flip_crop's black padding must be black in those units
+    from cg_train.data.augment import CIFAR_MEAN, CIFAR_STD
+
+    cfg = build_config(flags={"augment.da": "flip_crop", "augment.crop_padding": 4, "data.augment": "cifar"})
+    aug = Augmenter(cfg, K, 0, torch.nn.Identity(), [])
+    torch.manual_seed(0)
+    out = aug(batch_of(torch.full((8, 3, 16, 16), 0.5), list(range(8))), 0, 0).images
+    black = [-m / s for m, s in zip(CIFAR_MEAN, CIFAR_STD)]
+    for c in range(3):
+        values = torch.unique(out[:, c])
+        assert len(values) == 2  # some image was shifted, so both the pixel and the padding show
+        torch.testing.assert_close(values, torch.tensor(sorted([black[c], 0.5])))
+
+
 def test_resume_draws_the_same_augmentation() -> None:
     cfg = build_config(flags={"augment.da": "autoaugment"})
     aug = Augmenter(cfg, K, 0, torch.nn.Identity(), [])

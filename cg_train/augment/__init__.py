@@ -23,12 +23,13 @@ Two ways to use the augmented batch (seed 001):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from ..data.augment import resolve as resolve_preset
 from ..data.manifest import Batch, MixedBatch, mix_of
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
@@ -72,6 +73,9 @@ class Scheme:
 
     mixes = False  # True: rows have two sources
     needs_teacher = False
+    #: the loader's normalisation (its ``--augment`` preset), undone where a scheme works on pixels
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
 
     def __init__(self, cfg: "AugmentConfig", num_classes: int):
         self.cfg, self.num_classes = cfg, num_classes
@@ -84,20 +88,21 @@ class Scheme:
 SCHEMES: Registry[type[Scheme]] = Registry("augmentation", "--da (augment.da)")
 
 
-def _stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _stats(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (1, -1, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(shape)
-    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(shape)
-    return mean, std
+    return (torch.tensor(mean, device=images.device, dtype=images.dtype).view(shape),
+            torch.tensor(std, device=images.device, dtype=images.dtype).view(shape))
 
 
-def denormalize(images: torch.Tensor) -> torch.Tensor:
-    mean, std = _stats(images)
+def denormalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+                std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    mean, std = _stats(images, mean, std)
     return images * std + mean
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    mean, std = _stats(images)
+def normalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    mean, std = _stats(images, mean, std)
     return (images - mean) / std
 
 
@@ -127,21 +132,24 @@ class Flip(Scheme):
         return Augmented(random_flip(images), _identity_rows(images))
 
 
-def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
-    """Per-image random crop of the zero-padded (black) image back to its size, as CIFAR's RandomCrop(pad)."""
+def random_crop(x: torch.Tensor, padding: int, mean: Sequence[float] = IMAGENET_MEAN,
+                std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """Per-image random crop of the zero-padded (black) image back to its size, as CIFAR's RandomCrop(pad);
+    ``mean``/``std``: how ``x`` was normalised."""
     if padding == 0:
         return x
     h, w = x.shape[-2:]
-    padded = F.pad(denormalize(x), (padding,) * 4)
+    padded = F.pad(denormalize(x, mean, std), (padding,) * 4)
     offsets = (torch.rand(len(x), 2) * (2 * padding + 1)).long().tolist()
     crops = [padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)]
-    return normalize(torch.stack(crops))
+    return normalize(torch.stack(crops), mean, std)
 
 
 @SCHEMES.register("flip_crop", help="random crop of the --crop-padding zero-padded image, then random flip")
 class FlipCrop(Scheme):
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> Augmented:
-        return Augmented(random_flip(random_crop(images, self.cfg.crop_padding)), _identity_rows(images))
+        return Augmented(random_flip(random_crop(images, self.cfg.crop_padding, self.mean, self.std)),
+                         _identity_rows(images))
 
 
 @SCHEMES.register("cutout", help="Cutout (DeVries & Taylor): a --cut-size square at a random centre set to 0")
@@ -165,9 +173,9 @@ class AutoAugment(Scheme):
         self.transform = v2.AutoAugment(v2.AutoAugmentPolicy(cfg.autoaugment_policy))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> Augmented:
-        as_bytes = (denormalize(images).clamp(0, 1) * 255).round().to(torch.uint8)
+        as_bytes = (denormalize(images, self.mean, self.std).clamp(0, 1) * 255).round().to(torch.uint8)
         out = torch.stack([self.transform(image) for image in as_bytes])  # one policy draw per image
-        return Augmented(normalize(out.to(images.dtype) / 255), _identity_rows(images))
+        return Augmented(normalize(out.to(images.dtype) / 255, self.mean, self.std), _identity_rows(images))
 
 
 class _TorchvisionMix(Scheme):
@@ -331,6 +339,8 @@ class Augmenter:
                  teachers: list[torch.nn.Module]):
         self.cfg, self.rank = cfg, rank
         self.scheme = SCHEMES.get(cfg.augment.da)(cfg.augment, num_classes)
+        preset = resolve_preset(cfg.data.augment, cfg.data.random_augmentations)  # the loader's mean/std
+        self.scheme.mean, self.scheme.std = preset.mean, preset.std
         self.lw_mix = parse_lw_mix(cfg.augment.lw_mix)
         self.active = self.lw_mix is not None or not isinstance(self.scheme, Identity)
         if isinstance(self.scheme, CutMixPick):
