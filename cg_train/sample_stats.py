@@ -11,13 +11,20 @@ that "loss", "correct" and "margin" mean the same thing in every file:
 - ``top_probs`` / ``top_classes``: the k most probable classes, best first;
   ``correct`` is ``top_classes[:, 0] == observed``.
 
+A row of a *mixed* image (``--da mixup`` and the like, without ``--lw-mix``) is
+two samples: the one in ``index`` with weight ``mix_weight`` and ``mix_partner``
+with ``1 - mix_weight``. Such rows carry four more columns (``mix_weight``,
+``p_partner``: probability of the partner's observed label; ``mix_partner``,
+``partner_label``), so no mixed image is ever read as one sample's prediction;
+``loss`` is then the mixed-target loss the optimizer saw.
+
 Everything is packed into one float32 and one int32 tensor, one row per column
 (column-major), so that a CUDA run copies two buffers to the host per batch, not a
 dozen, and the Parquet writer takes each column without a transpose.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Protocol
 
 import numpy as np
 import torch
@@ -26,17 +33,32 @@ import torch
 FLOAT_COLUMNS = ("loss", "p_observed", "p_true", "margin")
 #: Columns of :attr:`PackedStats.ints` before the top-k classes.
 INT_COLUMNS = ("index", "observed_label", "true_label")
+#: Columns a mixed row adds after :data:`FLOAT_COLUMNS` / :data:`INT_COLUMNS` (before the top-k).
+MIX_FLOAT_COLUMNS = ("mix_weight", "p_partner")
+MIX_INT_COLUMNS = ("mix_partner", "partner_label")
+
+
+class RowMix(Protocol):
+    """The second source of each row (``cg_train.augment.Mix``); weight 1 and partner -1 for an unmixed row."""
+
+    weight: torch.Tensor
+    partner_index: torch.Tensor
+    partner_label: torch.Tensor
 
 
 class PackedStats(NamedTuple):
-    floats: torch.Tensor  # float32 [4 + k, B]: FLOAT_COLUMNS, then the top-k probabilities
-    ints: torch.Tensor  # int32 [3 + k, B]: INT_COLUMNS, then the top-k classes
+    floats: torch.Tensor  # float32 [4 (+2) + k, B]: FLOAT_COLUMNS (+ MIX_FLOAT_COLUMNS), the top-k probabilities
+    ints: torch.Tensor  # int32 [3 (+2) + k, B]: INT_COLUMNS (+ MIX_INT_COLUMNS), then the top-k classes
+    mixed: bool = False  # the MIX_* rows are present
 
 
 @torch.no_grad()
 def per_sample_stats(logits: torch.Tensor, observed: torch.Tensor, true: torch.Tensor, indices: torch.Tensor,
-                     k: int, losses: Optional[torch.Tensor] = None) -> PackedStats:
-    """Per-sample statistics of one batch, on the logits' device (no host synchronisation)."""
+                     k: int, losses: Optional[torch.Tensor] = None, mix: Optional[RowMix] = None) -> PackedStats:
+    """Per-sample statistics of one batch, on the logits' device (no host synchronisation).
+
+    ``mix``: the rows are mixed images; their second source and weight are packed too.
+    """
     logits = logits.detach().float()
     k = min(k, logits.shape[1])
     log_probs = torch.log_softmax(logits, dim=1)
@@ -50,16 +72,21 @@ def per_sample_stats(logits: torch.Tensor, observed: torch.Tensor, true: torch.T
     others = logits.scatter(1, obs, float("-inf"))
     margin = logits.gather(1, obs).squeeze(1) - others.amax(dim=1)
     top_probs, top_classes = probs.topk(k, dim=1)
-    floats = torch.cat([torch.stack([loss, p_observed, p_true, margin]), top_probs.T])
-    ints = torch.cat([torch.stack([indices, observed, true]), top_classes.T]).to(torch.int32)
-    return PackedStats(floats, ints)
+    floats, ints = [loss, p_observed, p_true, margin], [indices, observed, true]
+    if mix is not None:
+        p_partner = probs.gather(1, mix.partner_label.view(-1, 1)).squeeze(1)
+        floats += [mix.weight.float(), p_partner]
+        ints += [mix.partner_index, mix.partner_label]
+    return PackedStats(torch.cat([torch.stack(floats), top_probs.T]),
+                       torch.cat([torch.stack(ints), top_classes.T]).to(torch.int32), mix is not None)
 
 
 class HostStats(NamedTuple):
     """:class:`PackedStats` on the host as NumPy arrays, with named views."""
 
-    floats: np.ndarray  # [4 + k, B]
-    ints: np.ndarray  # [3 + k, B]
+    floats: np.ndarray  # [4 (+2) + k, B]
+    ints: np.ndarray  # [3 (+2) + k, B]
+    mixed: bool = False
 
     @property
     def rows(self) -> int:
@@ -80,7 +107,7 @@ class HostStats(NamedTuple):
     @property
     def top_classes(self) -> np.ndarray:
         """[k, B]: row j holds every sample's (j+1)-th most probable class."""
-        return self.ints[3:]
+        return self.ints[len(INT_COLUMNS) + self.mixed * len(MIX_INT_COLUMNS):]
 
     @property
     def loss(self) -> np.ndarray:
@@ -101,7 +128,24 @@ class HostStats(NamedTuple):
     @property
     def top_probs(self) -> np.ndarray:
         """[k, B], like :attr:`top_classes`."""
-        return self.floats[4:]
+        return self.floats[len(FLOAT_COLUMNS) + self.mixed * len(MIX_FLOAT_COLUMNS):]
+
+    # mixed rows only (``mixed``): the second source
+    @property
+    def mix_weight(self) -> np.ndarray:
+        return self.floats[4]
+
+    @property
+    def p_partner(self) -> np.ndarray:
+        return self.floats[5]
+
+    @property
+    def mix_partner(self) -> np.ndarray:
+        return self.ints[3]
+
+    @property
+    def partner_label(self) -> np.ndarray:
+        return self.ints[4]
 
     @property
     def correct(self) -> np.ndarray:
@@ -110,12 +154,13 @@ class HostStats(NamedTuple):
 
 def to_host(stats: PackedStats) -> HostStats:
     """Blocking copy to NumPy (for small per-evaluation outputs; the path writer copies asynchronously)."""
-    return HostStats(stats.floats.cpu().numpy(), stats.ints.cpu().numpy())
+    return HostStats(stats.floats.cpu().numpy(), stats.ints.cpu().numpy(), stats.mixed)
 
 
 def concat(parts: list[HostStats], k: int) -> HostStats:
-    """Stack batches; an empty list gives empty arrays of the right width."""
+    """Stack batches (all mixed or all not); an empty list gives empty unmixed arrays of the right width."""
     if not parts:
         return HostStats(np.empty((len(FLOAT_COLUMNS) + k, 0), np.float32),
                          np.empty((len(INT_COLUMNS) + k, 0), np.int32))
-    return HostStats(np.concatenate([p.floats for p in parts], axis=1), np.concatenate([p.ints for p in parts], axis=1))
+    return HostStats(np.concatenate([p.floats for p in parts], axis=1),
+                     np.concatenate([p.ints for p in parts], axis=1), parts[0].mixed)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,8 +19,9 @@ from cg_train.checks import check_names
 from cg_train.config import AugmentConfig, build_config
 from cg_train.data.manifest import Batch
 from cg_train.errors import ConfigError
+from cg_train.paths.layout import is_mixed
 from conftest import REPO, assert_same_csvs, read_csv, train
-from test_preemption import reference_and_stopped_run
+from test_preemption import read_paths, reference_and_stopped_run
 
 K = 10
 
@@ -133,7 +135,7 @@ def test_resume_draws_the_same_augmentation() -> None:
 
 def test_refusals_are_one_line() -> None:
     cases = [({"augment.da": "mixup", "supervision.method": "sl", "supervision.teacher": "t"}, "keeps one table row"),
-             ({"augment.da": "cutmix", "record.paths": True}, "--paths"),
+             ({"augment.da": "cutmix", "record.p_smoothing": 0.5}, "--p-smoothing"),
              ({"augment.lw_mix": "1,0,1"}, "--lw-mix needs --method kd"),
              ({"augment.check_ce_var": True, "supervision.method": "kd", "supervision.teacher": "t.pth"},
               "--fix-student"),
@@ -242,8 +244,9 @@ def test_t_stddev_formula() -> None:
     assert t_stddev(torch.from_numpy(chunks)) == pytest.approx(chunks.std(axis=0, ddof=1).mean())
 
 
-@pytest.mark.parametrize("extra", [["--da", "cutmix"], ["--da", "mixup", "--method", "kd", "--lw-mix", "1,1,1"]],
-                         ids=["cutmix", "mixup-lw-mix"])
+@pytest.mark.parametrize("extra", [["--da", "cutmix", "--paths", "--paths-topk", str(K)],
+                                   ["--da", "mixup", "--method", "kd", "--lw-mix", "1,1,1"]],
+                         ids=["cutmix-paths", "mixup-lw-mix"])
 def test_sigterm_mid_epoch_under_mixing_resumes_to_identical_csvs(mnist_small: Path, tmp_path: Path, teacher: Path,
                                                                   extra: list[str]) -> None:
     if "kd" in extra:
@@ -255,6 +258,29 @@ def test_sigterm_mid_epoch_under_mixing_resumes_to_identical_csvs(mnist_small: P
     assert 3 <= step < 30
     assert train(mnist_small, stopped, *args, "--resume") == 0
     assert_same_csvs(reference, stopped)
+    if "--paths" in extra:  # every mixed row once, as the uninterrupted run logged it
+        pd.testing.assert_frame_equal(read_paths(reference), read_paths(stopped), check_exact=True)
+        assert_mixed_rows_name_both_sources(reference)
+
+
+def assert_mixed_rows_name_both_sources(run: Path) -> None:
+    """Path logs of a CutMix run: each row is its own sample and torchvision's partner (the previous image of the
+    batch) at the step's one area weight; ``loss`` is the mixed-target CE the optimizer saw."""
+    paths = pd.read_parquet(run / "paths")  # unsorted: a step's rows in batch order
+    assert is_mixed(pq.read_schema(next((run / "paths").rglob("*.parquet"))))
+    observed = pd.read_parquet(run / "corruption.parquet").set_index("index")["observed_label"]
+    assert (paths.observed_label.to_numpy() == observed[paths["index"]].to_numpy()).all()
+    assert (paths.partner_label.to_numpy() == observed[paths.mix_partner].to_numpy()).all()
+    for _, rows in paths.groupby("step", sort=False):
+        assert rows.mix_partner.tolist() == np.roll(rows["index"].to_numpy(), 1).tolist()
+        assert rows.mix_weight.nunique() == 1 and 0 < rows.mix_weight.iloc[0] < 1
+    w = paths.mix_weight.to_numpy(np.float64)
+    mixed_ce = -(w * np.log(paths.p_observed) + (1 - w) * np.log(paths.p_partner))
+    np.testing.assert_allclose(paths.loss, mixed_ce, rtol=2e-5)
+    full = np.zeros((len(paths), K))
+    for i in range(1, K + 1):  # --paths-topk K: the whole distribution (float16)
+        full[np.arange(len(paths)), paths[f"top{i}_class"]] = paths[f"top{i}_prob"]
+    np.testing.assert_allclose(full[np.arange(len(paths)), paths.partner_label], paths.p_partner, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------- the study

@@ -1,13 +1,16 @@
 """The path-log format without training: statistics, the writer, the resume contract, td export."""
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -15,8 +18,8 @@ from cg_train.cli import parse_train_args
 from cg_train.checks import check_names
 from cg_train.config import build_config
 from cg_train.errors import CgTrainError, ConfigError
-from cg_train.paths.export_td import export_td
-from cg_train.paths.layout import TRAIN_DIR, list_parts, path_schema
+from cg_train.paths.export_td import export_td, resolve_source
+from cg_train.paths.layout import EVAL_DIR, TRAIN_DIR, is_mixed, list_parts, path_schema, to_table
 from cg_train.paths.merge import merge_paths
 from cg_train.paths.writer import PartWriter
 from cg_train.recorders.paths import PathRecorder
@@ -51,6 +54,65 @@ def test_per_sample_stats_match_a_direct_computation() -> None:
     np.testing.assert_array_equal(stats.top_classes.T, order)
     np.testing.assert_allclose(stats.top_probs.T, np.take_along_axis(probs, order, 1), rtol=1e-5)
     np.testing.assert_array_equal(stats.correct, order[:, 0] == observed)
+
+
+def test_mixed_rows_carry_both_sources_weight_and_partner_probability() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(6, 5)) * 2
+    own, partner_label = rng.integers(0, 5, 6), rng.integers(0, 5, 6)
+    weight = np.array([0.7, 0.7, 1.0, 0.25, 0.25, 0.5], np.float32)
+    partner = np.array([40000, 12, -1, 7, 40000, 3])  # an index beyond int16: kept as an int32 index, not a label
+    mix = SimpleNamespace(weight=torch.tensor(weight), partner_index=torch.tensor(partner),
+                          partner_label=torch.tensor(partner_label))
+    stats = to_host(per_sample_stats(torch.tensor(logits), torch.tensor(own), torch.tensor(own),
+                                     torch.arange(6) + 10, k=2, mix=mix))
+    probs, rows = softmax(logits), np.arange(6)
+    np.testing.assert_allclose(stats.p_partner, probs[rows, partner_label], rtol=1e-5)
+    np.testing.assert_array_equal(stats.mix_partner, partner)
+    np.testing.assert_array_equal(stats.partner_label, partner_label)
+    np.testing.assert_array_equal(stats.mix_weight, weight)
+    np.testing.assert_allclose(stats.p_observed, probs[rows, own], rtol=1e-5)  # the row's own sample, as unmixed
+    order = np.argsort(-probs, axis=1)[:, :2]
+    np.testing.assert_array_equal(stats.top_classes.T, order)
+    table = to_table(np.zeros(6, np.int32), stats, path_schema(5, 2, mixed=True))
+    assert is_mixed(table.schema) and not is_mixed(path_schema(5, 2))
+    frame = table.to_pandas()
+    assert frame.columns[9:13].tolist() == ["mix_partner", "partner_label", "mix_weight", "p_partner"]
+    np.testing.assert_array_equal(frame.mix_partner, partner)
+    np.testing.assert_array_equal(frame.partner_label, partner_label)
+    np.testing.assert_array_equal(frame.top2_class, order[:, 1])
+
+
+def test_merge_takes_a_sample_in_several_rows_of_a_mixed_step_but_not_a_copied_part(tmp_path: Path) -> None:
+    """cutmix_pick may keep several candidates of one sample in a step; a part written twice is still refused."""
+    root = tmp_path / TRAIN_DIR
+    writer = PartWriter(root, 0, path_schema(10, 2, mixed=True), rows_per_part=6)
+    for step in range(2):
+        indices = torch.tensor([3, 3, 5, 8, 3, 8]) + 10 * step
+        mix = SimpleNamespace(weight=torch.full((6,), 0.6), partner_index=indices.roll(1),
+                              partner_label=torch.zeros(6, dtype=torch.int64))
+        writer.put(0, step, per_sample_stats(torch.randn(6, 10), torch.ones(6, dtype=torch.int64),
+                                             torch.ones(6, dtype=torch.int64), indices, 2, mix=mix))
+    writer.close()
+    rows, epochs = merge_paths(root, tmp_path / "merged.parquet")
+    merged = pd.read_parquet(tmp_path / "merged.parquet")
+    assert (rows, epochs) == (12, 1) and (merged["index"] == 3).sum() == 3
+    assert is_mixed(pq.read_schema(tmp_path / "merged.parquet"))
+    part = list_parts(root)[1].path
+    shutil.copy(part, part.with_name("part-000099.parquet"))  # step 1 of rank 0 twice
+    with pytest.raises(CgTrainError, match="holds a sample twice"):
+        merge_paths(root, tmp_path / "again.parquet")
+
+    # per-sample dynamics (export-td, noise detectors) never read mixed rows: the eval passes, or a clear refusal
+    for prefer in ("train", "eval"):
+        with pytest.raises(CgTrainError, match="logs mixed images .* --paths-eval"):
+            resolve_source(tmp_path, "auto", prefer)
+    probs = np.full((2, 2, 3), 1 / 3)
+    _write_log(tmp_path / EVAL_DIR, probs, np.array([0, 1]), k=3, skip={})
+    for prefer in ("train", "eval"):
+        assert resolve_source(tmp_path, "auto", prefer) == ("eval", tmp_path / EVAL_DIR)
+    with pytest.raises(CgTrainError, match="logs mixed images"):
+        resolve_source(tmp_path, "train")
 
 
 def _batch(rng: np.random.Generator, indices: np.ndarray, k: int, classes: int = 10):

@@ -73,9 +73,8 @@ def load_dynamics(run_dir: Path, source: str = "auto") -> Dynamics:
     """Everything the detectors need from ``run_dir`` (a cg-train ``--output-dir`` with path logs)."""
     run_dir = Path(run_dir)
     record = read_labels(run_dir, columns=None)  # labels, paths and the removed column: one read
-    if source == "auto":  # training passes are what AUM and forgetting events are defined on
-        source = "train" if (run_dir / "paths").is_dir() else "auto"
-    source, root = resolve_source(run_dir, source)
+    # training passes are what AUM and forgetting events are defined on
+    source, root = resolve_source(run_dir, source, prefer="train")
     parts = [p for p in find_parts(root) if source == "train" or p.epoch >= 1]
     if not parts:
         raise CgTrainError(f"{root} has no evaluation after a training epoch yet: train longer or use --source train")

@@ -53,6 +53,15 @@ class Mix:
     partner: Optional[torch.Tensor] = None  # --lw-mix: each augmented row's second source (batch position)
     source_label: Optional[torch.Tensor] = None  # --lw-mix: observed label of each augmented row's first source
 
+    @classmethod
+    def of(cls, batch: Batch) -> "Mix":
+        """The batch's mix; for a plain batch, every row unmixed (weight 1, no partner)."""
+        mix = mix_of(batch)
+        if mix is not None:
+            return mix
+        return cls(torch.ones(len(batch.indices), device=batch.indices.device),
+                   torch.full_like(batch.indices, -1), batch.observed_labels)
+
 
 @dataclass
 class Augmented:
@@ -283,6 +292,11 @@ def parse_lw_mix(text: Optional[str]) -> Optional[tuple[float, float, float]]:
     return values  # type: ignore[return-value]
 
 
+def mixes_rows(cfg: "Config") -> bool:
+    """True when the training rows the recorders see are mixed images: a mixing ``--da`` without ``--lw-mix``."""
+    return SCHEMES.get(cfg.augment.da).mixes and parse_lw_mix(cfg.augment.lw_mix) is None
+
+
 def check_augment_config(cfg: "Config") -> None:
     """Refuse combinations that would silently mis-attribute or mis-weigh a sample (one line each)."""
     aug = cfg.augment
@@ -301,16 +315,12 @@ def check_augment_config(cfg: "Config") -> None:
                           f"--method kd --teacher CKPT")
     if aug.check_ce_var and not aug.fix_student:
         raise ConfigError("--check-ce-var measures a fixed student: add --fix-student (and --lr 0, as seed 001)")
-    if scheme.mixes and lw is None:
+    if mixes_rows(cfg):  # --paths records both sources and the weight of every mixed row (paths/layout.py)
         from ..supervision import METHODS
 
         if METHODS.get(method).table is not None:
             raise ConfigError(f"--da {aug.da} mixes two samples per image but --method {method} keeps one table "
                               f"row per sample: use an unmixed --da, or --method kd with --lw-mix")
-        if cfg.record.paths:
-            raise ConfigError(f"--paths logs one sample per row but --da {aug.da} mixes two per image: add "
-                              f"--method kd --lw-mix a,b,c (the path logs then hold the unmixed rows) or use an "
-                              f"unmixed --da")
         if cfg.record.p_smoothing > 0:
             raise ConfigError(f"--p-smoothing averages one sample's predictions but --da {aug.da} mixes two per "
                               f"image: use --lw-mix (records the unmixed rows) or an unmixed --da")

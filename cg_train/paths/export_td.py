@@ -48,7 +48,7 @@ import torch
 
 from ..errors import CgTrainError
 from ..io import atomic_path
-from .layout import EVAL_DIR, META_NUM_CLASSES, META_TOPK, TRAIN_DIR, label_type, list_parts
+from .layout import EVAL_DIR, META_NUM_CLASSES, META_TOPK, TRAIN_DIR, is_mixed, label_type, list_parts
 from .merge import find_parts, read_epochs
 
 TD_FILE = "training_dynamics.npz"
@@ -168,11 +168,24 @@ def fill_missing(td: np.ndarray) -> tuple[int, int]:
     return filled - never * td.shape[1], never
 
 
-def resolve_source(run_dir: Path, source: str) -> tuple[str, Path]:
+def resolve_source(run_dir: Path, source: str, prefer: str = "eval") -> tuple[str, Path]:
+    """``(source, directory)`` to read; ``auto`` takes ``prefer`` where it is there and readable per sample.
+
+    Training logs of mixed images (``--da mixup`` etc. without ``--lw-mix``) are refused: a row there is two
+    samples, so per-sample dynamics read from it would credit one sample with another's share.
+    """
     if source not in SOURCES:
         raise CgTrainError(f"--source must be one of {', '.join(SOURCES)}, not {source!r}")
+    train_parts = list_parts(run_dir / TRAIN_DIR)
+    mixed = bool(train_parts) and is_mixed(pq.read_schema(train_parts[0].path))
     if source == "auto":
-        source = "eval" if any(p.epoch >= 1 for p in list_parts(run_dir / EVAL_DIR)) else "train"
+        usable = {"eval": any(p.epoch >= 1 for p in list_parts(run_dir / EVAL_DIR)),
+                  "train": bool(train_parts) and not mixed}
+        other = "train" if prefer == "eval" else "eval"
+        source = prefer if usable[prefer] else other if usable[other] else "train"
+    if source == "train" and mixed:
+        raise CgTrainError(f"{run_dir / TRAIN_DIR} logs mixed images (each row is two samples with a weight): "
+                           f"per-sample dynamics need unmixed rows; train with --paths-eval and read --source eval")
     return source, run_dir / (EVAL_DIR if source == "eval" else TRAIN_DIR)
 
 

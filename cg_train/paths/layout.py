@@ -10,6 +10,14 @@
 ``read_parquet('paths/**/*.parquet', hive_partitioning=true)`` read a folder as
 one table. Parts are written under a dot-prefixed temporary name and renamed,
 so readers (which skip dot files) never see a half-written part.
+
+A run whose training images are mixed (``--da mixup``/``cutmix``/``cutmix_pick``
+without ``--lw-mix``) writes ``paths/`` with four more columns after ``correct``
+(:func:`path_schema` with ``mixed``; schema metadata ``cg_train.mixed = 1``): each
+row is the image made of ``index`` (weight ``mix_weight``) and ``mix_partner``
+(weight ``1 - mix_weight``, observed label ``partner_label``; -1 and weight 1 for
+a row left unmixed); ``p_partner`` is the probability of ``partner_label``. Under
+``cutmix_pick`` a sample can be the first source of several rows of one step.
 """
 from __future__ import annotations
 
@@ -29,32 +37,45 @@ EVAL_DIR = "paths_eval"
 PART_RE = re.compile(r"^part-(\d+)\.parquet$")
 META_NUM_CLASSES = b"cg_train.num_classes"
 META_TOPK = b"cg_train.topk"
+META_MIXED = b"cg_train.mixed"
 
 
 def label_type(num_classes: int) -> pa.DataType:
     return pa.int16() if num_classes <= np.iinfo(np.int16).max else pa.int32()
 
 
-def path_schema(num_classes: int, k: int) -> pa.Schema:
-    """Columns of one part (epoch and rank come from the directories)."""
+def path_schema(num_classes: int, k: int, mixed: bool = False) -> pa.Schema:
+    """Columns of one part (epoch and rank come from the directories); ``mixed``: rows are mixed images."""
     labels = label_type(num_classes)
     fields = [("step", pa.int32()), ("index", pa.int32()), ("observed_label", labels), ("true_label", labels),
               ("loss", pa.float32()), ("p_observed", pa.float32()), ("p_true", pa.float32()),
               ("margin", pa.float32()), ("correct", pa.bool_())]
+    if mixed:
+        fields += [("mix_partner", pa.int32()), ("partner_label", labels), ("mix_weight", pa.float32()),
+                   ("p_partner", pa.float32())]
     for i in range(1, k + 1):
         fields += [(f"top{i}_class", labels), (f"top{i}_prob", pa.float16())]
     meta = {META_NUM_CLASSES: str(num_classes).encode(), META_TOPK: str(k).encode()}
+    if mixed:
+        meta[META_MIXED] = b"1"
     return pa.schema(fields, metadata=meta)
+
+
+def is_mixed(schema: pa.Schema) -> bool:
+    """True for a log of mixed training images (see the module docstring)."""
+    return (schema.metadata or {}).get(META_MIXED) == b"1"
 
 
 def to_table(steps: np.ndarray, stats: HostStats, schema: pa.Schema) -> pa.Table:
     labels = schema.field("observed_label").type.to_pandas_dtype()
-    classes = stats.ints[1:].astype(labels)  # observed, true, top-k classes: one cast for all
+    top_classes = stats.top_classes.astype(labels)
     top_probs = stats.top_probs.astype(np.float16)
-    columns = [steps, stats.index, classes[0], classes[1], stats.loss, stats.p_observed, stats.p_true,
-               stats.margin, stats.correct]
+    columns = [steps, stats.index, stats.observed.astype(labels), stats.true.astype(labels), stats.loss,
+               stats.p_observed, stats.p_true, stats.margin, stats.correct]
+    if stats.mixed:
+        columns += [stats.mix_partner, stats.partner_label.astype(labels), stats.mix_weight, stats.p_partner]
     for j in range(len(top_probs)):
-        columns += [classes[2 + j], top_probs[j]]
+        columns += [top_classes[j], top_probs[j]]
     return pa.Table.from_arrays([pa.array(c) for c in columns], schema=schema)
 
 

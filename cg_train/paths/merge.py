@@ -3,8 +3,10 @@
 The merged file has real ``epoch`` and ``rank`` columns (int16) instead of
 directory partitions, rows ordered by ``(epoch, step, rank)`` (training order:
 global batch ``step`` is split over ranks in rank order), one row group per epoch.
-Before writing, every epoch is checked to hold each sample index at most once,
-so a merged file is a faithful copy of a complete, duplicate-free log. The file
+Before writing, every epoch is checked to hold each sample index at most once
+(for a log of mixed images, where ``cutmix_pick`` may show one sample in several
+rows of a step: each step of a rank in one part only), so a merged file is a
+faithful copy of a complete, duplicate-free log. The file
 is written under a temporary name and renamed.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pyarrow.parquet as pq
 
 from ..errors import CgTrainError
 from ..io import atomic_path
-from .layout import Part, list_parts
+from .layout import Part, is_mixed, list_parts
 
 
 def find_parts(root: Path) -> list[Part]:
@@ -33,17 +35,31 @@ def find_parts(root: Path) -> list[Part]:
 def read_epochs(parts: list[Part], columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
     """``(epoch, table)`` in epoch order; each table holds that epoch's rows of all ranks plus ``rank``."""
     for epoch, group in groupby(parts, key=lambda p: p.epoch):
-        tables = []
+        tables, steps = [], []
         for part in group:
             table = pq.read_table(part.path, columns=columns)
             tables.append(table.append_column("rank", pa.array(np.full(len(table), part.rank, np.int16))))
+            if is_mixed(table.schema):
+                steps.append(step_keys(part, table))
         table = pa.concat_tables(tables)
-        indices = table.column("index").to_numpy()
-        if len(np.unique(indices)) != len(indices):
+        if steps:  # mixed images: a sample may fill several rows of a step (cutmix_pick), but a step is in one part
+            keys = np.concatenate(steps)
+            twice = len(np.unique(keys)) != len(keys)
+        else:
+            indices = table.column("index").to_numpy()
+            twice = len(np.unique(indices)) != len(indices)
+        if twice:
             raise CgTrainError(f"epoch {epoch} of {parts[0].path.parents[2]} holds a sample twice: the log was "
                                f"not written by one cg-train run (or was copied over); re-run with a new "
                                f"--output-dir")
         yield epoch, table
+
+
+def step_keys(part: Part, table: pa.Table) -> np.ndarray:
+    """One key per (rank, step) that the part holds."""
+    step = table.column("step") if "step" in table.column_names else \
+        pq.read_table(part.path, columns=["step"]).column("step")
+    return np.unique(step.to_numpy()).astype(np.int64) * 65536 + part.rank
 
 
 def merge_paths(root: Path, out: Path) -> tuple[int, int]:

@@ -55,7 +55,8 @@ class PartWriter:
         event = None
         if stats.floats.is_cuda:
             # non_blocking device-to-host copies land in pinned memory from torch's caching host allocator
-            stats = PackedStats(stats.floats.to("cpu", non_blocking=True), stats.ints.to("cpu", non_blocking=True))
+            stats = PackedStats(stats.floats.to("cpu", non_blocking=True), stats.ints.to("cpu", non_blocking=True),
+                                stats.mixed)
             event = torch.cuda.Event()
             event.record()
         self._start()
@@ -115,7 +116,7 @@ class PartWriter:
         if self._epoch is not None and epoch != self._epoch:
             self._write_part()
         self._epoch = epoch
-        host = HostStats(stats.floats.numpy(), stats.ints.numpy())
+        host = HostStats(stats.floats.numpy(), stats.ints.numpy(), stats.mixed)
         self._steps.append(np.full(host.rows, step, dtype=np.int32))
         self._stats.append(host)
         self.buffered_rows += host.rows

@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ..augment import Mix, mixes_rows
 from ..data.bundle import TRAIN_ALL
 from ..data.manifest import Batch
 from ..paths.layout import EVAL_DIR, TRAIN_DIR, list_parts, path_schema, rank_dirs
@@ -38,12 +39,14 @@ log = logging.getLogger("cg_train")
 
 class PathRecorder(Recorder):
     def __init__(self, output_dir: Path, rank: int, world_size: int, num_classes: int, topk: int,
-                 rows_per_part: int, train: bool = True, eval_pass: bool = False):
+                 rows_per_part: int, train: bool = True, eval_pass: bool = False, mixed: bool = False):
         self.output_dir, self.rank, self.world_size = Path(output_dir), rank, world_size
         self.topk = min(topk, num_classes)
-        schema = path_schema(num_classes, self.topk)
-        self.train_writer = PartWriter(self.output_dir / TRAIN_DIR, rank, schema, rows_per_part) if train else None
-        self.eval_writer = PartWriter(self.output_dir / EVAL_DIR, rank, schema, rows_per_part) if eval_pass else None
+        self.mixed = mixed  # training rows are mixed images: log both sources and the weight
+        self.train_writer = PartWriter(self.output_dir / TRAIN_DIR, rank, path_schema(num_classes, self.topk, mixed),
+                                       rows_per_part) if train else None
+        self.eval_writer = PartWriter(self.output_dir / EVAL_DIR, rank, path_schema(num_classes, self.topk),
+                                      rows_per_part) if eval_pass else None
         self.train_through = (0, 0)  # training rows before (epoch, step) are recorded
         self.eval_through = -1  # eval passes up to this evaluation epoch are recorded
         self._eval_batch = 0
@@ -57,7 +60,8 @@ class PathRecorder(Recorder):
                        losses: torch.Tensor) -> None:
         if self.train_writer is None:
             return
-        stats = per_sample_stats(logits, batch.observed_labels, batch.true_labels, batch.indices, self.topk, losses)
+        stats = per_sample_stats(logits, batch.observed_labels, batch.true_labels, batch.indices, self.topk, losses,
+                                 mix=Mix.of(batch) if self.mixed else None)
         self.train_writer.put(epoch, step, stats)
         self.train_through = (epoch, step + 1)
 
@@ -135,4 +139,4 @@ def build_paths(ctx: RunContext) -> Optional[Recorder]:
     if not (rec.paths or rec.paths_eval):
         return None
     return PathRecorder(ctx.output_dir, ctx.rank, ctx.world_size, ctx.data.train.num_classes, rec.paths_topk,
-                        rec.paths_rows_per_part, train=rec.paths, eval_pass=rec.paths_eval)
+                        rec.paths_rows_per_part, train=rec.paths, eval_pass=rec.paths_eval, mixed=mixes_rows(ctx.cfg))
