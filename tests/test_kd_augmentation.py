@@ -318,21 +318,20 @@ def yaml_config(da: str, seed: int, measure: bool, teacher: Path) -> str:
             f"augment: {{da: {da}, fix_student: {str(measure).lower()}, check_ce_var: {str(measure).lower()}}}\n")
 
 
-def test_kd_da_sweeps_are_valid_but_for_models_another_branch_adds(tmp_path: Path) -> None:
+def test_kd_da_sweeps_are_valid_and_every_pair_teacher_is_trained_by_teachers_yaml(tmp_path: Path) -> None:
     from launch.sweep import load_sweep
 
     files = sorted((REPO / "configs" / "kd_da").glob("*.yaml"))
-    sweeps = [f for f in files if f.name not in ("base.yaml", "measure.yaml")]
-    assert len(sweeps) == 9  # teachers + 4 pairs x (training, T. stddev)
-    for path in sweeps:
-        try:
-            sweep = load_sweep(path, tmp_path / path.stem)
-        except ConfigError as exc:  # wrn/vgg/resnetNxM CIFAR models come with another branch
-            assert "unknown model" in str(exc), exc
-            continue
-        assert len(sweep.points) == (27 if path.stem != "teachers" else 4)
+    sweeps = {f.stem: load_sweep(f, tmp_path / f.stem) for f in files if f.name not in ("base.yaml", "measure.yaml")}
+    pairs = ("wrn_40_2_wrn_16_2", "cifar_resnet56_cifar_resnet20", "vgg13_vgg8", "resnet32x4_resnet8x4",
+             "ResNet50_vgg8")  # the seed's CIFAR-100 pairs, each a training and a T. stddev sweep
+    assert sorted(sweeps) == sorted(["teachers", *pairs, *(f"{p}_tstddev" for p in pairs)])
+    teachers = [point.cfg.model.arch for point in sweeps.pop("teachers").points]
+    assert teachers == ["wrn_40_2", "cifar_resnet56", "cifar_vgg13", "cifar_resnet32x4", "cifar_resnet50"]
+    for name, sweep in sweeps.items():
+        assert len(sweep.points) == 27, name  # 9 DAs x 3 seeds
         cfg = sweep.points[0].cfg
-        if path.stem == "teachers":
-            continue
         assert cfg.supervision.method == "kd" and cfg.augment.lw_mix == "1,0,1"
-        assert cfg.augment.check_ce_var == path.stem.endswith("_tstddev")
+        assert cfg.augment.check_ce_var == name.endswith("_tstddev")
+        teacher_run = Path(cfg.supervision.teacher).parent.name
+        assert teacher_run.startswith("arch=") and teacher_run[len("arch="):] in teachers, (name, teacher_run)
