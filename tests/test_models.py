@@ -26,6 +26,7 @@ PUBLISHED = {
     "cifar_resnet110": (1.74, 100, "CRD"),
     "cifar_resnet8x4": (1.23, 100, "CRD"),
     "cifar_resnet32x4": (7.43, 100, "CRD"),
+    "cifar_resnet50": (23.71, 100, "CRD"),  # CRD's ResNet50 (resnetv2.py), seed 001's ResNet50 -> vgg8 teacher
     "wrn_16_2": (0.70, 100, "CRD"),
     "wrn_40_1": (0.57, 100, "CRD"),
     "wrn_40_2": (2.26, 100, "CRD"),
@@ -66,6 +67,37 @@ def test_builds_and_trains_a_step_at_32px(arch: str) -> None:
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model(images)).all()
+
+
+def test_cifar_resnet50_is_crds_bottleneck_resnet_counted_layer_by_layer() -> None:
+    """CRD's ResNet50: 3x3 stem at 32 px, bottlenecks [3, 4, 6, 3] x4, stages 64/128/256/512 at strides 1/2/2/2."""
+    conv = lambda k, cin, cout: k * k * cin * cout  # noqa: E731  (no bias: every conv is followed by BN)
+    bn = lambda c: 2 * c  # noqa: E731  (weight and bias; running stats are buffers)
+
+    def bottleneck(cin: int, planes: int, projection: bool) -> int:
+        out = 4 * planes
+        body = conv(1, cin, planes) + bn(planes) + conv(3, planes, planes) + bn(planes) + conv(1, planes, out) + bn(out)
+        return body + (conv(1, cin, out) + bn(out) if projection else 0)
+
+    classes, expected, cin = 100, conv(3, 3, 64) + bn(64), 64
+    for planes, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        expected += bottleneck(cin, planes, True) + (blocks - 1) * bottleneck(4 * planes, planes, False)
+        cin = 4 * planes
+    expected += 2048 * classes + classes
+    model = build_model("cifar_resnet50", classes)
+    assert sum(p.numel() for p in model.parameters()) == expected == 23_705_252  # "23.7 M" in KD papers' tables
+    assert MODELS.get("cifar_resnet50").crop_size == 32
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 1 + 16 * 3 + 4  # stem, three per bottleneck, one per projection shortcut
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    features = []
+    model.layers.register_forward_hook(lambda _module, _inputs, output: features.append(output.shape))
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, classes)
+    assert features == [(2, 2048, 4, 4)]  # 32 px / 8: no max-pool, only stages 2-4 downsample
+    # the seed's name ResNet50 still means torchvision's 224 px resnet50 (case-insensitive lookup)
+    assert MODELS.canonical("ResNet50") == "resnet50" and MODELS.get("resnet50").crop_size == 224
 
 
 def test_wide_resnet_names_build_on_demand_and_bad_depths_fail_in_one_line() -> None:
