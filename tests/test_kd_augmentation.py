@@ -109,6 +109,21 @@ def test_cutmix_pick_criteria_are_student_entropy_and_kl(name: str) -> None:
     torch.testing.assert_close(score, hand)
 
 
+def test_random_crop_is_each_images_window_of_the_zero_padded_image() -> None:
+    """The batched gather equals CIFAR's RandomCrop(pad): image i is padded[i, :, dy:dy+h, dx:dx+w] at its draw."""
+    from cg_train.augment import denormalize, random_crop
+
+    x = torch.randn(9, 3, 12, 14)
+    torch.manual_seed(7)
+    out = random_crop(x, 4)
+    torch.manual_seed(7)
+    offsets = (torch.rand(9, 2) * 9).long()
+    padded = F.pad(denormalize(x), (4,) * 4)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        torch.testing.assert_close(denormalize(out[i:i + 1])[0], padded[i, :, dy:dy + 12, dx:dx + 14])
+    assert len(set(map(tuple, offsets.tolist()))) > 1
+
+
 def test_pixel_schemes_undo_the_loaders_own_normalisation() -> None:
     # --augment cifar normalises with CIFAR's mean/std: flip_crop's black padding must be black in those units
     from cg_train.data.augment import CIFAR_MEAN, CIFAR_STD

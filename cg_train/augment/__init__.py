@@ -149,9 +149,12 @@ def random_crop(x: torch.Tensor, padding: int, mean: Sequence[float] = IMAGENET_
         return x
     h, w = x.shape[-2:]
     padded = F.pad(denormalize(x, mean, std), (padding,) * 4)
-    offsets = (torch.rand(len(x), 2) * (2 * padding + 1)).long().tolist()
-    crops = [padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)]
-    return normalize(torch.stack(crops), mean, std)
+    offsets = (torch.rand(len(x), 2) * (2 * padding + 1)).long().to(x.device)
+    rows = (offsets[:, 0:1] + torch.arange(h, device=x.device)).view(-1, 1, h, 1)  # one gather for the batch
+    cols = (offsets[:, 1:2] + torch.arange(w, device=x.device)).view(-1, 1, 1, w)
+    c = x.shape[1]
+    crops = padded.gather(2, rows.expand(-1, c, h, padded.shape[-1])).gather(3, cols.expand(-1, c, h, w))
+    return normalize(crops, mean, std)
 
 
 @SCHEMES.register("flip_crop", help="random crop of the --crop-padding zero-padded image, then random flip")
