@@ -12,10 +12,11 @@ Every run is started with ``--resume``: an interrupted study continues, a finish
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from cg_train.data.demo import demo_subset
 
 DAS = ("identity", "flip", "flip_crop", "cutout", "autoaugment", "mixup", "cutmix", "cutmix_pick_s_ent",
        "cutmix_pick_t_ent")
@@ -25,18 +26,6 @@ STUDENT = ["--arch", "simple_cnn", "--batch-size", "32", "--method", "kd", "--lw
            "--t-output-as-target-for-input-mix", "--n-pick", "16"]
 MEASURE = ["--epochs", "2", "--fix-student", "--lr", "0", "--check-ce-var"]
 TRAIN = ["--epochs", "3", "--lr", "0.05"]
-
-
-def subset(src: Path, dst: Path, train_per_class: int, val_per_class: int) -> Path:
-    """The first images of each class, hardlinked into the same ImageFolder layout."""
-    for split, count in (("train", train_per_class), ("val", val_per_class)):
-        for class_dir in sorted((src / split).iterdir()):
-            target = dst / split / class_dir.name
-            target.mkdir(parents=True, exist_ok=True)
-            for image in sorted(class_dir.iterdir())[:count]:
-                if not (target / image.name).exists():
-                    os.link(image, target / image.name)
-    return dst
 
 
 def cg_train(data: Path, out: Path, *args: str) -> None:
@@ -51,8 +40,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--das", default=",".join(DAS))
     args = p.parse_args()
-    teacher_data = subset(args.data, args.out / "data100", 100, 50)  # 1,000 train / 500 val digits
-    student_data = subset(teacher_data, args.out / "data50", 50, 20)  # 500 of those / 200 val digits
+    teacher_data = demo_subset(args.data, args.out / "data100", 100, 50)  # 1,000 train / 500 val digits
+    student_data = demo_subset(teacher_data, args.out / "data50", 50, 20)  # 500 of those / 200 val digits
     runs = args.out / "runs"
     cg_train(teacher_data, runs / "teacher", *TEACHER)
     kd = [*STUDENT, "--teacher", str(runs / "teacher" / "model_best.pth.tar")]

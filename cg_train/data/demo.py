@@ -7,6 +7,7 @@ place, so an interrupted run never leaves a half dataset.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -55,3 +56,16 @@ def prepare_demo(target: str | Path, quality: int = 95) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def demo_subset(src: Path, dst: Path, train_per_class: int, val_per_class: int) -> Path:
+    """The first images of each class of an ImageFolder tree, hardlinked into the same layout (small fixtures
+    and toy studies from the demo digits without copying them)."""
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for class_dir in sorted((src / split).iterdir()):
+            target = dst / split / class_dir.name
+            target.mkdir(parents=True, exist_ok=True)
+            for image in sorted(class_dir.iterdir())[:count]:
+                if not (target / image.name).exists():
+                    os.link(image, target / image.name)
+    return dst
