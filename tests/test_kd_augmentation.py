@@ -375,23 +375,28 @@ def test_kd_da_sweeps_are_valid_and_every_pair_teacher_is_trained_by_teachers_ya
     files = sorted(tmp_path.glob("*.yaml"))
     sweeps = {f.stem: load_sweep(f, tmp_path / "runs" / f.stem) for f in files
               if f.name not in ("base.yaml", "measure.yaml")}
-    pairs = {  # the seed's CIFAR-100 pairs (file names: its spelling) -> (teacher, student) --arch
-        "wrn_40_2_wrn_16_2": ("wrn_40_2", "wrn_16_2"),
-        "cifar_resnet56_cifar_resnet20": ("cifar_resnet56", "cifar_resnet20"),
+    pairs = {  # the seed's nine CIFAR-100 pairs (scripts/S_test_loss_different_DA_cifar100.sh) -> --arch
         "vgg13_vgg8": ("cifar_vgg13", "cifar_vgg8"),
+        "vgg13_MobileNetV2": ("cifar_vgg13", "cifar_mobilenetv2"),
+        "cifar_resnet56_cifar_resnet20": ("cifar_resnet56", "cifar_resnet20"),
+        "resnet56_ShuffleV2": ("cifar_resnet56", "cifar_shufflenetv2"),
+        "wrn_40_2_wrn_16_2": ("wrn_40_2", "wrn_16_2"),
+        "wrn_40_2_vgg8": ("wrn_40_2", "cifar_vgg8"),
         "resnet32x4_resnet8x4": ("cifar_resnet32x4", "cifar_resnet8x4"),
         "ResNet50_vgg8": ("cifar_resnet50", "cifar_vgg8"),
+        "resnet32x4_ShuffleV2": ("cifar_resnet32x4", "cifar_shufflenetv2"),
     }
     assert sorted(sweeps) == sorted(["teachers", *pairs, *(f"{p}_tstddev" for p in pairs)])  # training + T. stddev
     seed_das = ["identity", "flip", "flip_crop", "cutout", "autoaugment", "mixup", "cutmix", "cutmix_pick_s_ent",
                 "cutmix_pick_t_ent"]  # the seed's nine schemes, in its README's order
     teacher_points = sweeps.pop("teachers").points
-    assert [point.cfg.model.arch for point in teacher_points] == [t for t, _ in pairs.values()]
-    assert [point.name for point in teacher_points] == [f"arch={t}" for t, _ in pairs.values()]  # its run folders
+    teachers = sorted({t for t, _ in pairs.values()})
+    assert sorted(point.cfg.model.arch for point in teacher_points) == teachers
+    assert sorted(point.name for point in teacher_points) == [f"arch={t}" for t in teachers]  # its run folders
     for name, sweep in sweeps.items():
         assert [point.cfg.augment.da for point in sweep.points] == seed_das, name
         cfg = sweep.points[0].cfg
-        assert cfg.supervision.method == "kd" and cfg.augment.lw_mix == "1,0,1"
+        assert cfg.supervision.method == "kd" and cfg.augment.lw_mix == "1,0,1" and cfg.augment.mix_n_run == 2
         assert cfg.augment.check_ce_var == name.endswith("_tstddev")
         teacher, student = pairs[name.removesuffix("_tstddev")]
         assert cfg.model.arch == student, name
