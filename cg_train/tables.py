@@ -11,6 +11,12 @@ plus one flag per row. A training step touches rows held anywhere:
 * :meth:`ShardedTable.scatter` sends new values to the rows' owners (one
   all-gather of the same size), optionally combined with the old row there.
 
+The collectives have a fixed size, ``step_rows`` (the most rows one process
+passes per step: its share of the global batch) per process, padded with index
+-1, and rows a process does not own are read from and written to one spare row
+instead of being selected by a mask: no step waits for the device to tell the
+host a count, so a GPU run never synchronises on a table.
+
 Checkpoints write one shard file per process (``save``), never gathering the
 table; a resume on another number of processes reads the rows it now owns
 from the old shards (``load``). ``write_npy`` writes the whole table as one
@@ -49,11 +55,16 @@ class ShardedTable:
     """This process's share of an ``[n, k]`` per-sample table, with a 'seen' flag per row."""
 
     def __init__(self, n: int, k: int, rank: int, world: int, device: torch.device,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, step_rows: int = 0):
+        """``step_rows``: the most rows one process passes to one fetch/scatter (needed with > 1 process)."""
         self.n, self.k, self.rank, self.world, self.device, self.dtype = n, k, rank, world, device, dtype
+        self.step_rows = step_rows
         self.start, self.stop = shard_bounds(n, world, rank)
-        self.rows = torch.zeros(self.stop - self.start, k, dtype=dtype, device=device)
-        self.seen = torch.zeros(self.stop - self.start, dtype=torch.bool, device=device)
+        held = self.stop - self.start
+        # row ``held`` is the spare row: it takes the reads and writes of rows held elsewhere
+        self._rows = torch.zeros(held + 1, k, dtype=dtype, device=device)
+        self._seen = torch.zeros(held + 1, dtype=torch.bool, device=device)
+        self.rows, self.seen = self._rows[:held], self._seen[:held]
         assert self.rows.shape[0] <= -(-n // world), "a process holds more than its share"
 
     @property
@@ -67,28 +78,29 @@ class ShardedTable:
     # ------------------------------------------------------------------ collectives
     def _everyone(self, idx: torch.Tensor, values: Optional[torch.Tensor] = None
                   ) -> tuple[torch.Tensor, Optional[torch.Tensor], int]:
-        """Every process's ``idx`` (and ``values``) concatenated in rank order, and this process's offset."""
+        """Every process's ``idx`` (and ``values``), each padded to ``step_rows`` (index -1), in rank order,
+        and the offset of this process's rows."""
         if not _distributed(self.world):
             return idx, values, 0
-        count = torch.tensor([len(idx)], dtype=torch.int64, device=self.device)
-        counts = [torch.zeros_like(count) for _ in range(self.world)]
-        dist.all_gather(counts, count)
-        sizes = [int(c.item()) for c in counts]
-        most = max(sizes)
+        if len(idx) > self.step_rows:
+            raise ValueError(f"a sharded table was passed {len(idx)} rows in one step, more than its step_rows "
+                             f"({self.step_rows})")
 
         def gather(t: torch.Tensor, fill: float) -> torch.Tensor:
-            padded = torch.full((most, *t.shape[1:]), fill, dtype=t.dtype, device=self.device)
+            padded = torch.full((self.step_rows, *t.shape[1:]), fill, dtype=t.dtype, device=self.device)
             padded[:len(t)] = t
             parts = [torch.empty_like(padded) for _ in range(self.world)]
             dist.all_gather(parts, padded)
-            return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+            return torch.cat(parts)
 
         all_idx = gather(idx.to(self.device, torch.int64), -1)
         all_values = gather(values, 0) if values is not None else None
-        return all_idx, all_values, sum(sizes[:self.rank])
+        return all_idx, all_values, self.rank * self.step_rows
 
-    def _owned(self, all_idx: torch.Tensor) -> torch.Tensor:
-        return (all_idx >= self.start) & (all_idx < self.stop)
+    def _local(self, all_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(owned by this process, local row: the spare row where not owned), both shaped like ``all_idx``."""
+        own = (all_idx >= self.start) & (all_idx < self.stop)
+        return own, torch.where(own, all_idx - self.start, torch.full_like(all_idx, self.held_rows))
 
     @torch.no_grad()
     def fetch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,12 +109,10 @@ class ShardedTable:
         if not _distributed(self.world):
             return self.rows[idx - self.start].float(), self.seen[idx - self.start]
         all_idx, _, offset = self._everyone(idx)
-        own = self._owned(all_idx)
-        local = all_idx[own] - self.start
-        buf = torch.zeros(len(all_idx), self.k + 1, dtype=torch.float32, device=self.device)
-        buf[own, :self.k] = self.rows[local].float()
-        buf[own, self.k] = self.seen[local].float()
-        dist.all_reduce(buf)
+        own, local = self._local(all_idx)
+        buf = torch.cat([self._rows[local].float(), self._seen[local].float().unsqueeze(1)], 1)
+        buf = torch.where(own.unsqueeze(1), buf, torch.zeros_like(buf))
+        dist.all_reduce(buf)  # exactly one process owns each real row
         mine = buf[offset:offset + len(idx)]
         return mine[:, :self.k], mine[:, self.k] > 0
 
@@ -114,13 +124,12 @@ class ShardedTable:
         """
         all_idx, all_values, _ = self._everyone(idx.to(self.device, torch.int64),
                                                 values.detach().float().to(self.device))
-        own = self._owned(all_idx)
-        local = all_idx[own] - self.start
-        new = all_values[own]
+        _, local = self._local(all_idx)
+        new = all_values
         if combine is not None:
-            new = combine(self.rows[local].float(), self.seen[local], new)
-        self.rows[local] = new.to(self.dtype)
-        self.seen[local] = True
+            new = combine(self._rows[local].float(), self._seen[local], new)
+        self._rows[local] = new.to(self.dtype)  # rows held elsewhere (and padding) land in the spare row
+        self._seen[local] = True
 
     def barrier(self) -> None:
         if _distributed(self.world):

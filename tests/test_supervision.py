@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from cg_train.config import SupervisionConfig
 from cg_train.data.manifest import Batch
 from cg_train.supervision import METHODS, Extras
+from cg_train.data.sharding import max_share
 from cg_train.tables import ShardedTable, shard_bounds
 
 from conftest import free_port
@@ -140,13 +141,14 @@ def _table_worker(rank: int, world: int, port: int, out: str) -> None:
 
 def exercise_table(rank: int, world: int) -> dict:
     """Two steps of a running average on a global batch split like the trainer's, then a fetch."""
-    table = ShardedTable(N_ROWS, 3, rank, world, torch.device("cpu"))
+    # a global batch of 7: shares of 4 and 3 on two processes, so the fixed-size collectives carry padding
+    table = ShardedTable(N_ROWS, 3, rank, world, torch.device("cpu"), step_rows=max_share(7, world))
     gen = torch.Generator().manual_seed(0)
     fetched = []
     for step in range(2):
-        order = torch.randperm(N_ROWS, generator=gen)[:8]
-        values = torch.rand(8, 3, generator=gen)
-        mine = np.array_split(np.arange(8), world)[rank]
+        order = torch.randperm(N_ROWS, generator=gen)[:7]
+        values = torch.rand(7, 3, generator=gen)
+        mine = np.array_split(np.arange(7), world)[rank]
         table.scatter(order[mine], values[mine], combine=lambda old, seen, new: torch.where(
             seen.unsqueeze(1), 0.5 * old + 0.5 * new, new))
         rows, seen = table.fetch(order[mine])

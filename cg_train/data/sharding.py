@@ -39,6 +39,11 @@ def rank_share(batch: np.ndarray, world_size: int, rank: int) -> np.ndarray:
     return np.array_split(batch, world_size)[rank]
 
 
+def max_share(batch_size: int, world_size: int) -> int:
+    """The most samples one process gets of a global batch (:func:`rank_share`'s first shares)."""
+    return -(-batch_size // world_size)
+
+
 def train_plan(indices: np.ndarray, batch_size: int, world_size: int, rank: int) -> list[np.ndarray]:
     """Per-step index arrays of this process for one epoch, ``indices`` already in epoch order."""
     return [rank_share(b, world_size, rank) for b in global_batches(indices, batch_size, world_size)]

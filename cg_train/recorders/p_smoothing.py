@@ -23,6 +23,7 @@ from typing import Any, Optional
 import torch
 
 from ..data.manifest import Batch
+from ..data.sharding import max_share
 from ..tables import ShardedTable
 from . import RECORDERS, Recorder, RunContext
 
@@ -41,7 +42,8 @@ class PSmoothingRecorder(Recorder):
         self.ctx, self.alpha, self.tau = ctx, alpha, tau
         self.output_dir, self.is_main = ctx.output_dir, ctx.is_main
         dtype = torch.float16 if n * k > FLOAT16_ABOVE else torch.float32
-        self.table = ShardedTable(n, k, ctx.rank, ctx.world_size, ctx.accelerator.device, dtype)
+        self.table = ShardedTable(n, k, ctx.rank, ctx.world_size, ctx.accelerator.device, dtype,
+                                  step_rows=max_share(ctx.cfg.data.batch_size, ctx.world_size))
         self.best_acc1 = -1.0
         self.generation = 0
 

@@ -34,6 +34,7 @@ from ..data.manifest import Batch, mix_of
 from ..errors import CgTrainError, ConfigError
 from ..recorders import Recorder, RunContext
 from ..registry import Registry
+from ..data.sharding import max_share
 from ..tables import ShardedTable
 
 if TYPE_CHECKING:
@@ -132,7 +133,8 @@ class Supervision(Recorder):
         self.teacher_epoch: Optional[int] = None  # self-distillation: the epochs its teacher had trained
         self.table: Optional[ShardedTable] = None
         if self.method.table is not None:
-            self.table = ShardedTable(n, k, ctx.rank, ctx.world_size, device)
+            self.table = ShardedTable(n, k, ctx.rank, ctx.world_size, device,
+                                      step_rows=max_share(ctx.cfg.data.batch_size, ctx.world_size))
         if self.method.table == "targets":
             self.table.load_npy(Path(cfg.targets), "--targets")
         self.generation = 0
