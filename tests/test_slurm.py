@@ -37,7 +37,10 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("slurmctld is not installed and only root can install it (apt-get install slurmctld slurmd "
                     "slurm-client munge), or run the tests as root")
     root = tmp_path_factory.mktemp("slurm")
-    started = subprocess.run([str(SCRIPT), "start", str(root)], capture_output=True, text=True, timeout=900)
+    # without conftest's OMP_NUM_THREADS=1: the script sizes the node with nproc, which honours it
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    started = subprocess.run([str(SCRIPT), "start", str(root)], capture_output=True, text=True, timeout=900,
+                             env=env)
     assert started.returncode == 0, f"{SCRIPT} start failed:\n{started.stderr}"
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(root / "slurm.conf")
