@@ -11,14 +11,23 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+# One intra-op thread per process, for every test and every process a test starts (they inherit the
+# environment): `make test` runs 2 pytest workers on 2 cores, and each process's default of one OpenMP
+# thread per core oversubscribed them ~2-4x (an in-process simple_cnn epoch went from ~1 s to 6-13 s).
+# Set before numpy/torch are imported; an OMP_NUM_THREADS the caller set is kept. Comparisons between an
+# in-process run and one in a subprocess keep seeing the same thread count, so the same arithmetic.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cg_train.cli import main
 from cg_train.data.demo import prepare_demo
 
 REPO = Path(__file__).resolve().parent.parent
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin imported torch before this file
 
 
 @pytest.fixture(scope="session")

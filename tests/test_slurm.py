@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from typing import Iterator
 import pytest
 import torch
 
-from conftest import FAST, REPO, accelerate_launch, assert_same_csvs, make_subset, read_csv
+from conftest import CPU_ENV, FAST, REPO, accelerate_command, assert_same_csvs, make_subset, read_csv
 from launch.cli import main as launch_main
 from launch.records import LaunchDir
 from launch.status import PointStatus, format_status, launch_status
@@ -28,6 +29,9 @@ pytestmark = pytest.mark.xdist_group("slurm")  # one cluster per test session: a
 
 SCRIPT = REPO / "launch" / "local_slurm.sh"
 CPU_JOB = ["--executor", "slurm", "--gpus-per-node", "0", "--time", "15"]
+#: what conftest.accelerate_launch passes: 2 CPU processes (gloo) on this machine
+CPU_LAUNCH = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no"]
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +41,10 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("slurmctld is not installed and only root can install it (apt-get install slurmctld slurmd "
                     "slurm-client munge), or run the tests as root")
     root = tmp_path_factory.mktemp("slurm")
-    started = subprocess.run([str(SCRIPT), "start", str(root)], capture_output=True, text=True, timeout=900)
+    # without conftest's OMP_NUM_THREADS=1: the script sizes the node with nproc, which honours it
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    started = subprocess.run([str(SCRIPT), "start", str(root)], capture_output=True, text=True, timeout=900,
+                             env=env)
     assert started.returncode == 0, f"{SCRIPT} start failed:\n{started.stderr}"
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(root / "slurm.conf")
@@ -127,10 +134,24 @@ def test_two_task_job_preempted_mid_epoch_is_requeued_and_resumes_exactly(
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same arithmetic as the accelerate-launched reference
     args = [*FAST, "--epochs", "2", "--corrupt-fraction", "0.5", "--sample-size", "40", "--print-freq", "1",
             "--batch-size", "10", "--seed", "11"]
+    # the uninterrupted 2-process reference runs while SLURM schedules, preempts and requeues the job below
+    # (those waits leave the CPUs idle); it is waited for, and must have succeeded, before the comparison
     reference = tmp_path / "reference"
-    accelerate_launch("-m", "cg_train", str(mnist_small), "--output-dir", str(reference), *args)
+    with open(tmp_path / "reference.out", "w") as ref_out:
+        ref = subprocess.Popen(accelerate_command(*CPU_LAUNCH, "-m", "cg_train", str(mnist_small), "--output-dir",
+                                                  str(reference), *args),
+                               cwd=REPO, env={**os.environ, **CPU_ENV}, stdout=ref_out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        preempt_requeue_and_finish(mnist_small, tmp_path / "run", args, reference, ref)
+    finally:
+        if ref.poll() is None:  # the test failed first: no launcher or rank left behind
+            os.killpg(ref.pid, signal.SIGKILL)
+            ref.wait()
 
-    out = tmp_path / "run"
+
+def preempt_requeue_and_finish(mnist_small: Path, out: Path, args: list[str], reference: Path,
+                               ref: subprocess.Popen) -> None:
     # with DataLoader workers: scancel signals every process of the step, the workers included
     assert launch_main(["run", *CPU_JOB, "--tasks-per-node", "2", "--", str(mnist_small), "--output-dir",
                         str(out), *args, "--workers", "2"]) == 0
@@ -155,6 +176,7 @@ def test_two_task_job_preempted_mid_epoch_is_requeued_and_resumes_exactly(
 
     final = wait_until_settled(out)[0]
     assert final.state == "done", format_status([final])
+    assert ref.wait(timeout=600) == 0, (reference.parent / "reference.out").read_text()[-3000:]
     assert_same_csvs(reference, out)
     log = (out / "log.txt").read_text()
     assert "2 process(es) on cpu" in log and f"0 epoch(s) and {step} step(s) trained" in log
