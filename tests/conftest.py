@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from cg_train.cli import main
-from cg_train.data.demo import prepare_demo
+from cg_train.data.demo import demo_subset as make_subset, prepare_demo  # noqa: F401 (tests import make_subset)
 
 REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin imported torch before this file
@@ -34,17 +34,6 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin im
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The full embedded demo dataset (4,000 train / 1,000 val JPEGs), built once per test session."""
     return prepare_demo(tmp_path_factory.mktemp("demo") / "mnist")
-
-
-def make_subset(src: Path, dst: Path, train_per_class: int, val_per_class: int) -> Path:
-    """A smaller ImageFolder with the same layout, hardlinked from ``src``."""
-    for split, count in (("train", train_per_class), ("val", val_per_class)):
-        for class_dir in sorted((src / split).iterdir()):
-            target = dst / split / class_dir.name
-            target.mkdir(parents=True, exist_ok=True)
-            for image in sorted(class_dir.iterdir())[:count]:
-                os.link(image, target / image.name)
-    return dst
 
 
 @pytest.fixture(scope="session")
