@@ -255,7 +255,15 @@ def paths_cuda(ctx: Context) -> str:
         raise Failed(f"{len(table)} path rows, expected {expected} (every sample, every epoch)")
     if not np.isfinite(table["loss"]).all():
         raise Failed("non-finite losses in the path log")
-    return f"{len(table)} rows, every sample once per epoch"
+    # CutMix on the device: the mixed rows' extra columns travel through the same pinned copies
+    mixed = ctx.train("paths-mixed", "--mixed-precision", "bf16", "--paths", "--da", "cutmix")
+    rows = ds.dataset(str(mixed / "paths"), format="parquet", partitioning="hive").to_table().to_pandas()
+    if len(rows) != expected or not {"mix_partner", "partner_label", "mix_weight", "p_partner"} <= set(rows.columns):
+        raise Failed(f"--da cutmix: {len(rows)} rows with columns {list(rows.columns)[:14]}, expected {expected} "
+                     f"rows naming both sources")
+    if not (rows.mix_weight.between(0, 1) & np.isfinite(rows.p_partner) & (rows.mix_partner >= -1)).all():
+        raise Failed("--da cutmix: a mixed row's weight, partner or partner probability is out of range")
+    return f"{len(table)} rows, every sample once per epoch; --da cutmix: {len(rows)} rows naming both sources"
 
 
 @item("deepspeed-zero2")
