@@ -35,11 +35,11 @@ def reference_and_stopped_run(data: Path, tmp_path: Path, args: list[str]) -> tu
     return (reference, stopped, *sigterm_after_rows(cmd, stopped, rows=3))
 
 
-def sigterm_after_rows(cmd: list[str], out: Path, rows: int) -> tuple[int, str]:
-    """Run ``cmd``, SIGTERM it once train.csv has ``rows`` rows of epoch 0; (return code, stderr)."""
+def sigterm_after_rows(cmd: list[str], out: Path, rows: int, epoch: int = 0) -> tuple[int, str]:
+    """Run ``cmd``, SIGTERM it once train.csv has ``rows`` rows of ``epoch``; (return code, stderr)."""
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    wait_for_train_rows(out, epoch=0, rows=rows, proc=proc)
+    wait_for_train_rows(out, epoch=epoch, rows=rows, proc=proc)
     # frozen while the signal is queued, so it lands a few steps into epoch 0, whatever the machine's speed
     os.kill(proc.pid, signal.SIGSTOP)
     os.kill(proc.pid, signal.SIGTERM)

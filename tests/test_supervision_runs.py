@@ -20,7 +20,7 @@ from cg_train.tables import shard_bounds
 from conftest import (FAST, REPO, accelerate_launch, assert_same_csvs, assert_same_up_to_rounding, make_subset,
                       read_csv, train)
 from supervision_probe import student_args
-from test_preemption import wait_for_train_rows
+from test_preemption import sigterm_after_rows, wait_for_train_rows
 
 STUDENT = ["--epochs", "1", "--corrupt-fraction", "0.4", "--sample-size", "20", "--seed", "5"]
 
@@ -111,3 +111,43 @@ def test_sigterm_mid_epoch_and_resume_give_identical_csvs_and_tables(teacher: Pa
     for name in tables:
         np.testing.assert_array_equal(np.load(stopped / name), np.load(reference / name), err_msg=name)
     assert not pd.isna(read_csv(stopped / "test.csv").acc1).any()
+
+
+def test_sl_stops_running_its_teacher_once_every_sample_has_a_label(tiny_teacher: Path, mnist_tiny: Path,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Epoch 0 gives every sample its initial label from the teacher; from epoch 1 on the teacher is not run,
+    also after a resume, and the run is bit-identical to one that runs it at every step (its output would not
+    be used)."""
+    from cg_train.supervision import Supervision
+
+    calls: list[int] = []
+
+    def count_teacher(module: torch.nn.Module, args: tuple) -> None:
+        if type(module).__name__ == "SimpleCNN" and not any(p.requires_grad for p in module.parameters()):
+            calls.append(len(args[0]))
+
+    args = ["--method", "sl", "--teacher", str(tiny_teacher / "model_best.pth.tar"), "--epochs", "3",
+            "--batch-size", "32", "--sample-size", "20", "--seed", "5", "--print-freq", "1"]
+    resumed = tmp_path / "resumed"  # SIGTERMed in epoch 1 (stops at its end at the latest), resumed for epoch 2
+    cmd = [sys.executable, "-m", "cg_train", str(mnist_tiny), "--output-dir", str(resumed), *FAST, *args]
+    returncode, err = sigterm_after_rows(cmd, resumed, rows=1, epoch=1)
+    assert returncode == 128 + signal.SIGTERM, err
+    assert torch.load(resumed / "checkpoint.pth.tar", weights_only=False)["train_state"]["epoch"] < 3
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(count_teacher)
+    try:
+        assert train(mnist_tiny, resumed, *args, "--resume") == 0  # the checkpoint's labels are complete
+        after_resume = len(calls)
+        assert train(mnist_tiny, tmp_path / "skipping", *args) == 0
+        skipping = len(calls) - after_resume
+        monkeypatch.setattr(Supervision, "_labels_complete", lambda self: False)
+        assert train(mnist_tiny, tmp_path / "every_step", *args) == 0
+        every_step = len(calls) - after_resume - skipping
+    finally:
+        handle.remove()
+    assert (after_resume, skipping, every_step) == (0, 4, 12)  # 100 samples / 32: 4 steps per epoch
+    assert_same_csvs(tmp_path / "every_step", tmp_path / "skipping")
+    assert_same_csvs(resumed, tmp_path / "skipping")
+    for run in ("every_step", "resumed"):
+        np.testing.assert_array_equal(np.load(tmp_path / run / "labels.npy"),
+                                      np.load(tmp_path / "skipping" / "labels.npy"))

@@ -61,6 +61,8 @@ class Method:
 
     teacher: Optional[str] = None  # None, "checkpoint" or "self"
     table: Optional[str] = None  # None, "targets" or "labels"
+    #: the teachers only give a sample's initial learned label: skipped once every trained sample has one
+    teacher_for_first_visits: bool = False
 
     def __init__(self, cfg: "SupervisionConfig", num_classes: int):
         self.cfg, self.num_classes = cfg, num_classes
@@ -138,6 +140,7 @@ class Supervision(Recorder):
         if self.method.table == "targets":
             self.table.load_npy(Path(cfg.targets), "--targets")
         self.generation = 0
+        self.labels_complete = False  # every trained sample has a learned label (Method.teacher_for_first_visits)
         self.last_teacher_logits: Optional[torch.Tensor] = None
         self.last_logits: Optional[torch.Tensor] = None
 
@@ -148,7 +151,7 @@ class Supervision(Recorder):
         if self.method.teacher is None and self.table is None:
             return self.method.losses(batch._replace(observed_labels=targets), logits, Extras())
         extras = Extras()
-        if self.teachers:
+        if self.teachers and not (self.method.teacher_for_first_visits and self.labels_complete):
             with torch.no_grad(), self.ctx.accelerator.autocast():
                 extras.teacher_logits = torch.stack([t(images).float() for t in self.teachers])
         self.last_teacher_logits, self.last_logits = extras.teacher_logits, logits.detach()  # for --check-ce-var
@@ -180,6 +183,21 @@ class Supervision(Recorder):
                         old.unlink(missing_ok=True)
         if self.method.table == "labels":
             self.table.write_npy(ctx.output_dir / LABELS_TABLE, self.is_main)
+            self.labels_complete = self._labels_complete()
+
+    def _labels_complete(self) -> bool:
+        """Whether every sample the run trains on has its learned label (collective; once per epoch, so one
+        host read per epoch). Unreadable samples stay unlabelled and keep the teachers running."""
+        if not self.method.teacher_for_first_visits:
+            return False
+        table, removed = self.table, self.ctx.data.removed
+        trained = torch.ones(table.held_rows, dtype=torch.bool, device=table.seen.device)
+        if removed is not None:
+            trained = torch.from_numpy(~removed[table.start:table.stop]).to(table.seen.device)
+        missing = (trained & ~table.seen).sum().double()
+        if self.ctx.world_size > 1:
+            missing = self.ctx.accelerator.reduce(missing, reduction="sum")
+        return bool(missing.item() == 0)
 
     def _set_self_teacher(self, model: torch.nn.Module, epoch: int) -> None:
         self.teachers = [model.eval().requires_grad_(False)]
@@ -209,6 +227,7 @@ class Supervision(Recorder):
             elif self.is_main:
                 shutil.rmtree(out / LABEL_SHARDS, ignore_errors=True)
                 (out / LABELS_TABLE).unlink(missing_ok=True)
+            self.labels_complete = "labels" in state and self._labels_complete()
         if self.method.teacher == "self":
             self.teachers, self.teacher_epoch = [], None
             epoch = state.get("teacher_epoch")

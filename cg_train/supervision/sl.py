@@ -22,8 +22,10 @@ Initial labels: ``sl`` the teacher's ``softmax(t / T)``; ``sl_enc`` the observed
 one-hot label encoded with the teacher, ``(1 - s) onehot(y) + s softmax(t / T)``
 (``s = --smoothing``); ``sl_ens`` the mean of several teachers' ``softmax(t / T)``
 (``--teacher a.pth:b.pth``); ``sl_kd`` as ``sl``, and its loss adds seed 001's KD
-term: ``r * SL + a * T^2 KL(teacher || student)``. The teachers run at every
-step (``sl_kd`` needs them; the others only on a sample's first visit).
+term: ``r * SL + a * T^2 KL(teacher || student)``. ``sl_kd`` runs its teachers at
+every step; the others need them only for a sample's first visit, so they stop
+running them once every trained sample has a label (checked after each epoch:
+usually from the second epoch on).
 """
 from __future__ import annotations
 
@@ -44,12 +46,15 @@ EPS = 1e-8
 class SoftLabels(Method):
     teacher = "checkpoint"
     table = "labels"
+    teacher_for_first_visits = True
 
     def initial(self, batch: Batch, extras: Extras) -> torch.Tensor:
         return F.softmax(extras.teacher_logits[0] / self.cfg.temperature, dim=1)
 
     def label_logits(self, batch: Batch, extras: Extras) -> torch.Tensor:
         """``z`` of the batch: the stored row, or ``log q0`` on a sample's first visit."""
+        if extras.teacher_logits is None:  # every trained sample has its row (Supervision.labels_complete)
+            return extras.rows
         first = torch.log(self.initial(batch, extras).clamp(min=EPS))
         return torch.where(extras.seen.unsqueeze(1), extras.rows, first)
 
@@ -85,6 +90,7 @@ class SoftLabelsEnsemble(SoftLabels):
 @METHODS.register("sl_kd", help="sl plus a KD term to the teacher: r*SL + a*T^2*KL (--kd-ce-weight, "
                                 "--kd-weight)")
 class SoftLabelsKD(SoftLabels):
+    teacher_for_first_visits = False  # its KD term needs the teachers at every step
     def losses(self, batch: Batch, logits: torch.Tensor, extras: Extras) -> torch.Tensor:
         cfg = self.cfg
         return cfg.ce_weight * super().losses(batch, logits, extras) + \
