@@ -25,12 +25,15 @@ from test_preemption import sigterm_after_rows, wait_for_train_rows
 STUDENT = ["--epochs", "1", "--corrupt-fraction", "0.4", "--sample-size", "20", "--seed", "5"]
 
 
+def train_teacher(data: Path, out: Path) -> Path:
+    """One epoch of simple_cnn with seed 000's p_smoothing table (the Filter-KD teacher) on ``data``."""
+    assert train(data, out, "--epochs", "1", "--p-smoothing", "0.3", "--sample-size", "20") == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def teacher(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One epoch of simple_cnn with seed 000's p_smoothing table (the Filter-KD teacher)."""
-    out = tmp_path_factory.mktemp("teacher") / "run"
-    assert train(mnist_small, out, "--epochs", "1", "--p-smoothing", "0.3", "--sample-size", "20") == 0
-    return out
+    return train_teacher(mnist_small, tmp_path_factory.mktemp("teacher") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +45,7 @@ def mnist_tiny(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="module")
 def tiny_teacher(mnist_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``teacher`` recipe on ``mnist_tiny`` (a teacher's tables are per sample of its own dataset)."""
-    out = tmp_path_factory.mktemp("tiny_teacher") / "run"
-    assert train(mnist_tiny, out, "--epochs", "1", "--p-smoothing", "0.3", "--sample-size", "20") == 0
-    return out
+    return train_teacher(mnist_tiny, tmp_path_factory.mktemp("tiny_teacher") / "run")
 
 
 def test_ce_gives_the_same_csvs_as_the_code_before_the_supervision_layer(mnist_small: Path, tmp_path: Path,
