@@ -9,15 +9,19 @@ epoch). Written as ``<stat>_<phase>_<phase>.pdf`` and ``.png``.
 """
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 from matplotlib.ticker import MaxNLocator
 
-from cg_train.io import atomic_path
+from cg_train.errors import CgTrainError
 
+from .commands import COMMANDS
+from .common import run_parsed, save_figure, split_formats
 from .experiments import Experiment
 
 #: (statistic, (solid phase, dashed phase)) per figure, in seed 004's order of file names.
@@ -58,19 +62,6 @@ def plot_figure(experiments: Sequence[Experiment], stat: str, pair: Sequence[str
     return figure
 
 
-def save_figure(figure: Figure, out_dir: Path, name: str, formats: Sequence[str], dpi: int) -> list[Path]:
-    """``name.<fmt>`` in every format, written atomically; returns the paths."""
-    written = []
-    for fmt in formats:
-        path = Path(out_dir) / f"{name}.{fmt}"
-        with atomic_path(path) as tmp:
-            # No creation date in the metadata: the same CSVs give the same bytes.
-            metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
-            figure.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
-        written.append(path)
-    return written
-
-
 def write_figures(experiments: Sequence[Experiment], out_dir: Path, formats: Sequence[str] = FORMATS,
                   dpi: int = 110) -> list[Path]:
     """Write the four figures in every format (atomically); return the paths written."""
@@ -80,7 +71,52 @@ def write_figures(experiments: Sequence[Experiment], out_dir: Path, formats: Seq
     return written
 
 
-if __name__ == "__main__":
-    from .cli import console_main
+# ------------------------------------------------------------------ the command (cg-analyze EXPERIMENTS_DIR)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cg-analyze", description="Plot seed 004's loss / top-1 curves (train vs test, pristine vs corrupt) "
+        "of every experiment folder under EXPERIMENTS_DIR, and a summary table of final and best values. "
+        "Other commands: `cg-analyze COMMAND --help`; " +
+        "; ".join(f"{name}: {text}" for name, text in COMMANDS.items()) + ".")
+    parser.add_argument("experiments_dir", metavar="EXPERIMENTS_DIR",
+                        help="folder holding experiment folders (each with pristine/corrupt/train_sample/test.csv), "
+                             "searched recursively; it may itself be one experiment")
+    parser.add_argument("-o", "--output", "--outdir", dest="output", metavar="DIR",
+                        help="where to write the figures and summary (default: EXPERIMENTS_DIR, as seed 004)")
+    parser.add_argument("--format", dest="formats", default="pdf,png", metavar="pdf,png",
+                        help="comma-separated figure formats (default: pdf,png)")
+    parser.add_argument("--dpi", type=int, default=110, help="resolution of raster formats (default: 110)")
+    return parser
 
-    console_main()
+
+def analyze(experiments_dir: Path, output: Path, formats: Sequence[str], dpi: int = 110) -> list[Path]:
+    """Load, report problems, write figures + summary; return the files written."""
+    from .experiments import load_experiments
+    from .reliability import write_reliability
+    from .summary import summarize, write_summary
+
+    if not experiments_dir.is_dir():
+        raise CgTrainError(f"{experiments_dir} is not a directory: pass the folder that holds the experiment folders")
+    experiments, problems = load_experiments(experiments_dir)
+    for problem in problems:
+        print(f"cg-analyze: warning: {problem}", file=sys.stderr)
+    if not experiments:
+        raise CgTrainError(f"no experiment with readable pristine/corrupt/train_sample/test.csv under "
+                           f"{experiments_dir}: point cg-analyze at the folder that holds the runs' --output-dir")
+    written = write_figures(experiments, output, formats, dpi)
+    diagrams, problems = write_reliability(experiments, output, formats, dpi)
+    for problem in problems:
+        print(f"cg-analyze: warning: {problem}", file=sys.stderr)
+    written += diagrams + write_summary(summarize(experiments), output)
+    print(f"cg-analyze: {len(experiments)} experiment(s): {', '.join(e.name for e in experiments)}")
+    return written
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``cg-analyze EXPERIMENTS_DIR [--output DIR]`` (also ``python -m analysis.cg_curves``)."""
+    return run_parsed(build_parser(), list(sys.argv[1:] if argv is None else argv), lambda args: analyze(
+        Path(args.experiments_dir), Path(args.output or args.experiments_dir), split_formats(args.formats), args.dpi))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

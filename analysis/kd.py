@@ -20,6 +20,8 @@ import yaml
 from cg_train.config import split_teachers
 from cg_train.errors import CgTrainError
 
+from .commands import COMMANDS
+
 COLUMNS = ["method", "teacher", "student", "corrupt_fraction", "seeds", "top1_mean", "top1_std", "ece_mean",
            "ece_std"]
 
@@ -88,6 +90,7 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+@COMMANDS.register("kd", help="the distillation table: method, teacher, student, top-1 and ECE over seeds")
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="cg-analyze kd", description="Seed 003's table (method, teacher, "
                                      "student, top-1 and ECE mean ± std over seeds) from the runs under RUNS_DIR.")

@@ -25,6 +25,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .commands import COMMANDS
+from .common import run_parsed, split_formats
+
 TABLE = "kd_da_table.csv"
 CORRELATIONS = "kd_da_correlations.csv"
 T_STDDEV_FILE = "t_stddev.csv"  # cg_train.augment.t_stddev.FILE (analysis does not import the engine)
@@ -169,9 +172,8 @@ def analyze(root: Path, output: Path, formats: Sequence[str] = ("png", "pdf")) -
     return written
 
 
+@COMMANDS.register("kd-da", help="seed 001's T. stddev vs student test loss study")
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .cli import run_parsed, split_formats
-
     parser = argparse.ArgumentParser(prog="cg-analyze kd-da", description=__doc__.split("\n")[0])
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help="folder searched recursively for kd runs")
     parser.add_argument("-o", "--output", metavar="DIR", help="where to write (default: RUNS_DIR)")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from functools import partial
 from typing import Callable, Sequence
 
+from .commands import COMMANDS
+from .common import run_parsed
 
 
 def source_arg(parser: argparse.ArgumentParser) -> None:
@@ -115,13 +118,14 @@ def build_parsers() -> dict[str, tuple[argparse.ArgumentParser, Callable[[argpar
             "retrain": (retrain_p, retrain)}
 
 
-def main(argv: Sequence[str]) -> int:
-    """``argv[0]`` is the command name."""
-    parser, run = build_parsers()[argv[0]]
-    try:
-        args = parser.parse_args(list(argv[1:]))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    from .cli import run_and_list
+def main(name: str, argv: Sequence[str]) -> int:
+    """``cg-analyze NAME ARGV...`` for one of this module's commands."""
+    parser, run = build_parsers()[name]
+    return run_parsed(parser, argv, run)
 
-    return run_and_list(lambda: run(args))
+
+for _name, _help in (("noise", "score every sample with every noise detector; leaderboard report"),
+                     ("train-detector", "train seed 002's LSTM noise detector on runs with synthetic noise"),
+                     ("paths", "seed 000's learning-path views of chosen samples"),
+                     ("retrain", "test top-1 against remove ratio of a remove-and-retrain sweep")):
+    COMMANDS.register(_name, help=_help)(partial(main, _name))

@@ -18,6 +18,7 @@ import pandas as pd
 
 from cg_train.io import atomic_path
 
+from .common import save_pyplot
 from .detectors import DETECTORS, Dynamics
 from .detectors.confident_learning import flagged
 from .detectors.dynamics import true_noise_rate
@@ -58,19 +59,6 @@ def detector_metrics(table: pd.DataFrame, names: Sequence[str], removed: Optiona
     return pd.DataFrame(rows, columns=["detector", "auroc", "map", "precision_at_noise_rate", "samples", "corrupt"])
 
 
-def save(fig, out: Path, name: str, dpi: int) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    written = []
-    for ext in ("png", "pdf"):
-        path = out / f"{name}.{ext}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext)
-        written.append(path)
-    plt.close(fig)
-    return written
-
-
 def plot_curves(table: pd.DataFrame, names: Sequence[str], metrics: pd.DataFrame, out: Path, dpi: int) -> list[Path]:
     import matplotlib.pyplot as plt
     from sklearn.metrics import precision_recall_curve, roc_curve
@@ -92,7 +80,7 @@ def plot_curves(table: pd.DataFrame, names: Sequence[str], metrics: pd.DataFrame
     for ax in (roc, pr):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    return save(fig, out, "roc_pr", dpi)
+    return save_pyplot(fig, out, "roc_pr", dpi)
 
 
 def plot_histograms(table: pd.DataFrame, names: Sequence[str], out: Path, dpi: int) -> list[Path]:
@@ -112,7 +100,7 @@ def plot_histograms(table: pd.DataFrame, names: Sequence[str], out: Path, dpi: i
                 ax.hist(s[mask], bins=bins, alpha=0.55, color=color, label=label, density=True)
         ax.set(title=name, xlabel="score (higher = suspicious)")
         ax.legend(fontsize=7)
-    return save(fig, out, "score_hist", dpi)
+    return save_pyplot(fig, out, "score_hist", dpi)
 
 
 def plot_suspicious(dyn: Dynamics, table: pd.DataFrame, by: str, out: Path, dpi: int, count: int = 24) -> list[Path]:
@@ -138,7 +126,7 @@ def plot_suspicious(dyn: Dynamics, table: pd.DataFrame, by: str, out: Path, dpi:
         color = "red" if dyn.is_corrupt[i] else "black"
         ax.set_title(f"#{i} given {dyn.observed[i]}\npred {predicted[i]}{true}", fontsize=7, color=color)
     fig.suptitle(f"top {len(order)} suspicious samples by {by} (red: label known to be corrupt)", fontsize=9)
-    return save(fig, out, "suspicious", dpi)
+    return save_pyplot(fig, out, "suspicious", dpi)
 
 
 def write_report(dyn: Dynamics, out: Path, names: Sequence[str], lstm_file: Optional[Path] = None,

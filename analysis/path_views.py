@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .common import save_pyplot
 from .detectors import Dynamics
 
 SQRT3 = np.sqrt(3.0)
@@ -43,7 +44,6 @@ def plot_paths(dyn: Dynamics, samples: Sequence[int], out: Path, dpi: int = 110,
                name: str = "paths") -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from .noise_report import save
 
     samples = [int(i) for i in samples if 0 <= int(i) < len(dyn)]
     groups = {"clean (or true label unknown)": [i for i in samples if not dyn.is_corrupt[i]],
@@ -75,7 +75,7 @@ def plot_paths(dyn: Dynamics, samples: Sequence[int], out: Path, dpi: int = 110,
         tri.axis("off")
     if title:
         fig.suptitle(title)
-    return save(fig, out, name, dpi)
+    return save_pyplot(fig, out, name, dpi)
 
 
 def write_path_views(dyn: Dynamics, out: Path, samples: Optional[Sequence[int]], scores: Optional[np.ndarray],

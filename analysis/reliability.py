@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from cg_train.results import RELIABILITY_COLUMNS, RELIABILITY_CSV
 
-from .cg_curves import save_figure
+from .common import save_figure
 from .experiments import Experiment
 
 PHASE = "test"

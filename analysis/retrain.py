@@ -17,6 +17,7 @@ import yaml
 from cg_train.errors import CgTrainError
 from cg_train.io import atomic_path
 
+from .common import save_pyplot
 from .experiments import find_experiment_dirs, read_curve
 
 
@@ -42,7 +43,6 @@ def read_point(run: Path) -> dict | None:
 def write_retrain(sweep_dir: Path, out: Path, dpi: int = 110) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from .noise_report import save
 
     if not sweep_dir.is_dir():
         raise CgTrainError(f"{sweep_dir} is not a directory: pass the folder that holds the retrained runs")
@@ -64,7 +64,7 @@ def write_retrain(sweep_dir: Path, out: Path, dpi: int = 110) -> list[Path]:
     ax.set(xlabel="remove ratio", ylabel="final test top-1 (%)", title="remove and retrain")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    written = [out / "retrain.csv"] + save(fig, out, "retrain", dpi)
+    written = [out / "retrain.csv"] + save_pyplot(fig, out, "retrain", dpi)
     lines = ["# Remove and retrain", "", "| noise | detector | remove ratio | removed (corrupt) | final top-1 | "
              "best top-1 |", "|---|---|---|---|---|---|"]
     for row in table.itertuples():

@@ -30,37 +30,18 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from ..data.augment import resolve as resolve_preset
-from ..data.manifest import Batch, MixedBatch, mix_of
+from ..data.manifest import Batch, Mix, MixedBatch, mix_of
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
 from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..config import AugmentConfig, Config
-    from ..recorders import Recorder, RunContext
-    from ..supervision import Supervision
+    from ..run_context import Recorder, RunContext
+    from .t_stddev import TeacherOutputs
 
-
-@dataclass
-class Mix:
-    """How the rows of a batch were made from two sources (all on the batch's device)."""
-
-    weight: torch.Tensor  # [m] float: share of the row's own sample (``Batch.indices``); 1 for an unmixed row
-    partner_index: torch.Tensor  # [m] manifest index of the second source; -1 for an unmixed row
-    partner_label: torch.Tensor  # [m] observed label of the second source (own label when unmixed)
-    images: Optional[torch.Tensor] = None  # --lw-mix: the augmented copy shown in addition to Batch.images
-    source: Optional[torch.Tensor] = None  # --lw-mix: each augmented row's first source (batch position)
-    partner: Optional[torch.Tensor] = None  # --lw-mix: each augmented row's second source (batch position)
-    source_label: Optional[torch.Tensor] = None  # --lw-mix: observed label of each augmented row's first source
-
-    @classmethod
-    def of(cls, batch: Batch) -> "Mix":
-        """The batch's mix; for a plain batch, every row unmixed (weight 1, no partner)."""
-        mix = mix_of(batch)
-        if mix is not None:
-            return mix
-        return cls(torch.ones(len(batch.indices), device=batch.indices.device),
-                   torch.full_like(batch.indices, -1), batch.observed_labels)
+__all__ = ["SCHEMES", "Augmenter", "Mix", "Scheme", "build_augmentation", "check_augment_config", "mixed_targets",
+           "mixes_rows", "model_input", "parse_lw_mix"]
 
 
 @dataclass
@@ -319,11 +300,7 @@ def check_augment_config(cfg: "Config") -> None:
     if aug.check_ce_var and not aug.fix_student:
         raise ConfigError("--check-ce-var measures a fixed student: add --fix-student (and --lr 0, as seed 001)")
     if mixes_rows(cfg):  # --paths records both sources and the weight of every mixed row (paths/layout.py)
-        from ..supervision import METHODS
-
-        if METHODS.get(method).table is not None:
-            raise ConfigError(f"--da {aug.da} mixes two samples per image but --method {method} keeps one table "
-                              f"row per sample: use an unmixed --da, or --method kd with --lw-mix")
+        # (a table --method refuses mixed rows in its own check: supervision.Method.check)
         if cfg.record.p_smoothing > 0:
             raise ConfigError(f"--p-smoothing averages one sample's predictions but --da {aug.da} mixes two per "
                               f"image: use --lw-mix (records the unmixed rows) or an unmixed --da")
@@ -400,14 +377,12 @@ def model_input(batch: Batch) -> torch.Tensor:
     return batch.images
 
 
-def build_augmentation(ctx: "RunContext", model: torch.nn.Module, supervision: "Supervision"
+def build_augmentation(ctx: "RunContext", model: torch.nn.Module, supervision: "TeacherOutputs"
                        ) -> tuple[Optional[Augmenter], dict[str, "Recorder"]]:
-    """The run's :class:`Augmenter` (None for plain identity) and its recorders (T. stddev)."""
+    """The run's :class:`Augmenter` (None for plain identity) and its recorders (T. stddev); ``supervision``
+    lends its teachers (CutMixPick's scorer) and its last outputs (T. stddev)."""
     cfg = ctx.cfg
     augmenter = Augmenter(cfg, ctx.data.train.num_classes, ctx.rank, model, supervision.teachers)
-    lw = parse_lw_mix(cfg.augment.lw_mix)
-    if lw is not None:
-        supervision.method.lw_mix, supervision.method.t_output = lw, cfg.augment.t_output_as_target_for_input_mix
     recorders: dict[str, "Recorder"] = {}
     if cfg.augment.check_ce_var:
         from .t_stddev import TStddevRecorder

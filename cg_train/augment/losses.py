@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.manifest import Batch, mix_of
-from ..supervision.kd import kd_term
+from ..losses import kd_term
 
 
 def lw_mix_losses(batch: Batch, logits: torch.Tensor, teacher_logits: torch.Tensor, weights: tuple[float, float, float],

@@ -15,14 +15,14 @@ and the chunk means of all processes enter one std.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from ..data.manifest import Batch
 from ..io import CsvLog
-from ..recorders import Recorder, RunContext
+from ..run_context import Recorder, RunContext
 
 #: Seed 001: a chunk is 5 steps (10 probability blocks with an augmented copy).
 CHUNK_BATCHES = 5
@@ -37,10 +37,18 @@ def t_stddev(chunk_means: torch.Tensor) -> float:
     return chunk_means.double().std(dim=0).mean().item()
 
 
+class TeacherOutputs(Protocol):
+    """What this recorder reads from the run's supervision (``cg_train.supervision.Supervision``)."""
+
+    teachers: list[torch.nn.Module]
+    last_teacher_logits: Optional[torch.Tensor]  # [teachers, rows, K] of the last step, or None
+    last_logits: Optional[torch.Tensor]  # the student's logits of the last step
+
+
 class TStddevRecorder(Recorder):
     """Writes one ``t_stddev.csv`` row per epoch from the teacher logits the supervision computed."""
 
-    def __init__(self, ctx: RunContext, supervision: Any):
+    def __init__(self, ctx: RunContext, supervision: TeacherOutputs):
         self.supervision, self.is_main = supervision, ctx.is_main
         self.log = CsvLog(ctx.output_dir / FILE, COLUMNS)
         self.reset_all()

@@ -33,7 +33,7 @@ class Batch(NamedTuple):
 
 class MixedBatch(NamedTuple):
     """A :class:`Batch` after a mixing ``--da`` or ``--lw-mix`` on the device: a row is not one sample
-    alone, and ``mix`` (a :class:`cg_train.augment.Mix`) says which other sample and how much of it
+    alone, and ``mix`` (a :class:`Mix`) says which other sample and how much of it
     (docs/kd_augmentation.md). Loaders never yield one, so ``images, observed, true, indices = batch``
     holds for everything a loader hands out."""
 
@@ -41,10 +41,32 @@ class MixedBatch(NamedTuple):
     observed_labels: torch.Tensor
     true_labels: torch.Tensor
     indices: torch.Tensor
-    mix: Any
+    mix: "Mix"
 
 
-def mix_of(batch: "Batch | MixedBatch") -> Optional[Any]:
+@dataclass
+class Mix:
+    """How the rows of a batch were made from two sources (all on the batch's device)."""
+
+    weight: torch.Tensor  # [m] float: share of the row's own sample (``Batch.indices``); 1 for an unmixed row
+    partner_index: torch.Tensor  # [m] manifest index of the second source; -1 for an unmixed row
+    partner_label: torch.Tensor  # [m] observed label of the second source (own label when unmixed)
+    images: Optional[torch.Tensor] = None  # --lw-mix: the augmented copy shown in addition to Batch.images
+    source: Optional[torch.Tensor] = None  # --lw-mix: each augmented row's first source (batch position)
+    partner: Optional[torch.Tensor] = None  # --lw-mix: each augmented row's second source (batch position)
+    source_label: Optional[torch.Tensor] = None  # --lw-mix: observed label of each augmented row's first source
+
+    @classmethod
+    def of(cls, batch: Batch) -> "Mix":
+        """The batch's mix; for a plain batch, every row unmixed (weight 1, no partner)."""
+        mix = mix_of(batch)
+        if mix is not None:
+            return mix
+        return cls(torch.ones(len(batch.indices), device=batch.indices.device),
+                   torch.full_like(batch.indices, -1), batch.observed_labels)
+
+
+def mix_of(batch: "Batch | MixedBatch") -> Optional[Mix]:
     """The batch's mixing record, or None for a batch of whole samples."""
     return getattr(batch, "mix", None)
 

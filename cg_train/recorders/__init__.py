@@ -23,88 +23,19 @@ config does not ask for it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import torch
-from accelerate.utils import gather_object
 
 from ..registry import Registry
+from ..run_context import Recorder, RunContext
 
 if TYPE_CHECKING:
-    from accelerate import Accelerator
-
-    from ..config import Config
-    from ..data.bundle import DataBundle
     from ..data.loaders import SkippedSample
     from ..data.manifest import Batch
     from ..engine.evaluate import EvalResult
 
-
-@dataclass
-class RunContext:
-    cfg: "Config"
-    output_dir: Path
-    accelerator: "Accelerator"
-    data: "DataBundle"
-
-    @property
-    def is_main(self) -> bool:
-        return self.accelerator.is_main_process
-
-    @property
-    def rank(self) -> int:
-        return self.accelerator.process_index
-
-    @property
-    def world_size(self) -> int:
-        return self.accelerator.num_processes
-
-    def gather(self, obj: Any) -> list[Any]:
-        """Every process's ``obj``, in rank order, on every process (collective; no-op with one process)."""
-        return gather_object([obj]) if self.world_size > 1 else [obj]
-
-
-class Recorder:
-    """Base class with no-op hooks; override what you need."""
-
-    #: True: ``on_train_batch`` communicates, so it runs even on a process whose batch is empty
-    #: (every image of its share unreadable); otherwise it is called for non-empty batches only.
-    collective: bool = False
-
-    def on_fit_start(self, ctx: RunContext) -> None: ...
-
-    def on_train_batch(self, ctx: RunContext, epoch: int, step: int, batch: "Batch", logits: torch.Tensor,
-                       losses: torch.Tensor) -> None:
-        """Every training step, on every process; ``losses`` are per-sample and detached."""
-
-    def on_train_log(self, ctx: RunContext, epoch: int, step: int, count: int, loss: float) -> None:
-        """Every ``print_freq`` steps with the global batch size and mean loss (same on all processes)."""
-
-    def on_train_epoch_end(self, ctx: RunContext, epoch: int) -> None: ...
-
-    def extra_eval_phases(self, ctx: RunContext, epoch: int) -> Sequence[str]:
-        """Evaluation phases beyond the standard ones that this recorder needs at evaluation ``epoch``
-        (e.g. ``cg_train.data.bundle.TRAIN_ALL``: every training sample, eval mode, no augmentation)."""
-        return ()
-
-    def on_eval_batch(self, ctx: RunContext, phase: str, epoch: int, batch: "Batch", logits: torch.Tensor) -> None:
-        """Every evaluation batch of every phase, on every process (eval mode, float logits, no grad)."""
-
-    def on_eval(self, ctx: RunContext, phase: str, epoch: int, result: "EvalResult") -> None:
-        """After a whole evaluation phase; ``result`` is already summed over processes."""
-
-    def on_skipped(self, ctx: RunContext, epoch: int, phase: str, skipped: list["SkippedSample"]) -> None:
-        """Samples that could not be decoded in one phase, gathered from all processes."""
-
-    def on_fit_end(self, ctx: RunContext) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore after resume; an empty dict means a fresh start (truncate own files)."""
+__all__ = ["RECORDERS", "Recorder", "Recorders", "RunContext", "build_recorders"]
 
 
 RecorderFactory = Callable[[RunContext], Optional[Recorder]]

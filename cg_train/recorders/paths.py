@@ -26,9 +26,9 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..augment import Mix, mixes_rows
+from ..augment import mixes_rows
 from ..data.bundle import TRAIN_ALL
-from ..data.manifest import Batch
+from ..data.manifest import Batch, Mix
 from ..paths.layout import EVAL_DIR, TRAIN_DIR, list_parts, path_schema, rank_dirs
 from ..paths.writer import PartWriter
 from ..sample_stats import per_sample_stats

@@ -32,7 +32,8 @@ import torch
 from ..config import split_teachers
 from ..data.manifest import Batch, mix_of
 from ..errors import CgTrainError, ConfigError
-from ..recorders import Recorder, RunContext
+from ..augment import mixes_rows, parse_lw_mix
+from ..run_context import Recorder, RunContext
 from ..registry import Registry
 from ..data.sharding import max_share
 from ..tables import ShardedTable
@@ -76,6 +77,9 @@ class Method:
                               f"TEACHER_RUN/model_best.pth.tar)")
         if cls.table == "targets" and not cfg.supervision.targets:
             raise ConfigError(f"--method {name} needs --targets TABLE.npy (a teacher run's p_smoothing_best.npy)")
+        if cls.table is not None and mixes_rows(cfg):
+            raise ConfigError(f"--da {cfg.augment.da} mixes two samples per image but --method {name} keeps one "
+                              f"table row per sample: use an unmixed --da, or --method kd with --lw-mix")
 
     def losses(self, batch: Batch, logits: torch.Tensor, extras: Extras) -> torch.Tensor:
         raise NotImplementedError
@@ -128,6 +132,9 @@ class Supervision(Recorder):
         n, k = len(ctx.data.train), ctx.data.train.num_classes
         self.method: Method = METHODS.get(cfg.method)(cfg, k)
         self.method.check(ctx.cfg)
+        lw_mix = parse_lw_mix(ctx.cfg.augment.lw_mix)
+        if lw_mix is not None:  # --lw-mix: seed 001's KD loss on x and x_aug (kd only; checked with the config)
+            self.method.lw_mix, self.method.t_output = lw_mix, ctx.cfg.augment.t_output_as_target_for_input_mix
         device = ctx.accelerator.device
         self.teachers: list[torch.nn.Module] = []
         if self.method.teacher == "checkpoint":

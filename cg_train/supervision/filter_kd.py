@@ -13,12 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data.manifest import Batch
+from ..losses import soft_cross_entropy
 from . import METHODS, Extras, Method
 
 
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``-sum_k target_k log softmax(logits)_k``."""
-    return -(target * F.log_softmax(logits.float(), dim=1)).sum(1)
 
 
 @METHODS.register("filter_kd", help="seed 000's Filter-KD: soft CE toward a teacher run's p_smoothing table "

@@ -10,16 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..augment.losses import lw_mix_losses
 from ..data.manifest import Batch, mix_of
+from ..losses import kd_term
 from . import METHODS, Extras, Method
 
 
-def kd_term(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Per-sample ``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the teachers ``[T, b, K]``."""
-    log_s = F.log_softmax(logits.float() / temperature, dim=1)
-    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=2)
-    kl = (log_t.exp() * (log_t - log_s.unsqueeze(0))).sum(2)
-    return kl.mean(0) * temperature ** 2
 
 
 @METHODS.register("kd", help="Hinton KD from --teacher: r*CE + a*T^2*KL (--kd-ce-weight, --kd-weight, "
@@ -27,7 +23,7 @@ def kd_term(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: flo
 class KnowledgeDistillation(Method):
     teacher = "checkpoint"
 
-    lw_mix: tuple[float, float, float] = (1.0, 0.0, 1.0)  # set from --lw-mix by the Augmenter
+    lw_mix: tuple[float, float, float] = (1.0, 0.0, 1.0)  # set from --lw-mix by Supervision
     t_output = False  # --t-output-as-target-for-input-mix
 
     def losses(self, batch: Batch, logits: torch.Tensor, extras: Extras) -> torch.Tensor:
@@ -36,8 +32,6 @@ class KnowledgeDistillation(Method):
             return ce
         cfg = self.cfg
         if mix_of(batch) is not None and mix_of(batch).images is not None:  # --lw-mix: x and x_aug in one forward
-            from ..augment.losses import lw_mix_losses
-
             return lw_mix_losses(batch, logits, extras.teacher_logits, self.lw_mix, cfg.ce_weight, cfg.kd_weight,
                                  cfg.temperature, self.t_output)
         return cfg.ce_weight * ce + cfg.kd_weight * kd_term(logits, extras.teacher_logits, cfg.temperature)

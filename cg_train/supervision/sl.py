@@ -33,9 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.manifest import Batch
+from ..losses import kd_term, soft_cross_entropy
 from . import METHODS, Extras, Method
-from .filter_kd import soft_cross_entropy
-from .kd import kd_term
 
 #: Smallest initial label probability (log of 0 is not a logit).
 EPS = 1e-8
