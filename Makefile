@@ -34,7 +34,8 @@ $(DS_STAMP): $(STAMP)
 
 # Debian packages for the tests, never installed from a test worker. Runs again when the script (where the
 # package sets are listed) changed or one of its packages is missing; the stamp only once all are installed.
-$(SYS_STAMP): launch/system_packages.sh $(if $(shell launch/system_packages.sh --missing 2>/dev/null),FORCE) | $(PY)
+SYS_MISSING := $(shell launch/system_packages.sh --missing 2>/dev/null)
+$(SYS_STAMP): launch/system_packages.sh $(if $(SYS_MISSING),FORCE) | $(PY)
 	launch/system_packages.sh
 	@if [ -z "$$(launch/system_packages.sh --missing)" ]; then touch $@; fi
 
@@ -46,7 +47,7 @@ demo: install
 	$(VENV)/bin/cg-analyze $(dir $(DEMO_OUT)) --output $(DEMO_PLOTS)
 	@echo "demo results: $(DEMO_OUT)/{train,pristine,corrupt,train_sample,test}.csv; learning paths: $(DEMO_OUT)/paths/; plots: $(DEMO_PLOTS)/"
 
-test: install $(DS_STAMP) $(SYS_STAMP)
+test: $(SYS_STAMP) install $(DS_STAMP)
 	$(PY) -m pytest -n 2 tests
 
 clean:

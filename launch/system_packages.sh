@@ -20,6 +20,7 @@ LOCK_TIMEOUT=${CG_TRAIN_APT_LOCK_TIMEOUT:-1800}  # seconds to wait for another a
 LOCK_FILE=/var/lock/cg-train-system-packages.lock  # one install of ours at a time
 
 say() { echo "system_packages: $*" >&2; }
+joined() { local IFS=$'\t'; sed 's/\t/; /g' <<<"$*"; }
 
 mode=install
 if [[ ${1:-} == --missing ]]; then mode=missing; shift; fi
@@ -58,7 +59,8 @@ plan() {
 }
 
 if ! command -v dpkg-query >/dev/null; then
-    [[ $mode == missing ]] || say "not a Debian system (no dpkg-query): install ${wanted[*]}'s packages by hand; the tests that need them skip"
+    [[ $mode == missing ]] \
+        || say "not a Debian system (no dpkg-query): install the packages of ${wanted[*]} by hand; their tests skip"
     exit 0
 fi
 plan
@@ -68,7 +70,7 @@ if [[ $mode == missing ]]; then
 fi
 [[ ${#packages[@]} -eq 0 ]] && exit 0
 if [[ $(id -u) -ne 0 ]]; then
-    say "not root, not installing: $(IFS=';'; echo "${summary[*]}"); those tests skip (run this script as root to install)"
+    say "not root, not installing: $(joined "${summary[@]}"); those tests skip (run this script as root to install)"
     exit 0
 fi
 
@@ -77,24 +79,30 @@ flock -w "$LOCK_TIMEOUT" 9 || { say "another $0 held $LOCK_FILE for ${LOCK_TIMEO
 plan  # what an install of ours that held the lock before us left to do
 [[ ${#packages[@]} -eq 0 ]] && exit 0
 
-say "installing $(IFS=';'; echo "${summary[*]}")"
+say "installing $(joined "${summary[@]}")"
+holder=$(lslocks -n -o PID,PATH 2>/dev/null | awk '$2 ~ "^/var/lib/(dpkg/lock|apt/lists/lock)" {print $1; exit}')
+[[ -z $holder ]] || say "waiting (up to ${LOCK_TIMEOUT} s) for $(cat "/proc/$holder/comm" 2>/dev/null) (pid $holder)" \
+    "to release the apt/dpkg lock"
 log=$(mktemp "${TMPDIR:-/tmp}/cg-train-system-packages.XXXXXX.log")
 export DEBIAN_FRONTEND=noninteractive
 apt=(apt-get -q -y -o "DPkg::Lock::Timeout=$LOCK_TIMEOUT")
 lists_empty() { ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
 updated=0
-update() {  # apt-get update does not wait for the lists lock as install waits for dpkg's: retry it
-    local deadline=$((SECONDS + LOCK_TIMEOUT))
+update() {  # apt-get update does not wait for the lists lock (DPkg::Lock::Timeout is dpkg's): retry it
+    local deadline=$((SECONDS + LOCK_TIMEOUT)) out
     updated=1
-    until "${apt[@]}" update >>"$log" 2>&1; do
-        grep -q 'Could not get lock' "$log" && [[ $SECONDS -lt $deadline ]] || return 1
+    until out=$("${apt[@]}" update 2>&1); do
+        echo "$out" >>"$log"
+        [[ $out == *"Could not get lock"* && $SECONDS -lt $deadline ]] || return 1
         sleep 5
     done
+    echo "$out" >>"$log"
 }
 if lists_empty; then update || { say "apt-get update failed (log: $log)"; tail -n 5 "$log" >&2; exit 1; }; fi
-if ! "${apt[@]}" install "${packages[@]}" >>"$log" 2>&1; then
+install=("${apt[@]}" install --no-install-recommends "${packages[@]}")
+if ! "${install[@]}" >>"$log" 2>&1; then
     # stale package lists (a version that is gone from the mirror): update once and try again
-    if [[ $updated -eq 1 ]] || ! update || ! "${apt[@]}" install "${packages[@]}" >>"$log" 2>&1; then
+    if [[ $updated -eq 1 ]] || ! update || ! "${install[@]}" >>"$log" 2>&1; then
         say "apt-get install ${packages[*]} failed (log: $log)"
         tail -n 5 "$log" >&2
         exit 1
