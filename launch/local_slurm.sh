@@ -96,15 +96,17 @@ start() {
     die "the node did not become idle within 60 s (logs: $dir/log)"
 }
 
-stop() {
-    local name pid
+stop() {  # each daemon takes ~2 s to exit after SIGTERM: signal all three, then wait for each
+    local name pid pids=()
     for name in slurmd slurmctld munged; do
         [[ -f $run/$name.pid ]] || continue
         pid=$(cat "$run/$name.pid")
-        kill "$pid" 2>/dev/null || true
+        kill "$pid" 2>/dev/null && pids+=("$pid")
+        rm -f "$run/$name.pid"
+    done
+    for pid in "${pids[@]}"; do
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-        rm -f "$run/$name.pid"
     done
 }
 
