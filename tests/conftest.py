@@ -25,29 +25,10 @@ import torch
 
 from cg_train.cli import main
 from cg_train.data.demo import demo_subset as make_subset, prepare_demo  # noqa: F401 (tests import make_subset)
+from xdist_groups import pytest_collection_modifyitems  # noqa: F401 (the hook that keeps xdist_group marks)
 
 REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin imported torch before this file
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep `--dist loadgroup` grouping tests by their `xdist_group` mark (one SLURM cluster, one DeepSpeed
-    fixture per session). pytest-xdist 3.8 groups by an `@group` suffix it writes to `item._nodeid`, which
-    pytest 9.2 no longer reads (node ids are `item._id`; pytest-xdist issue 1386): the mark was silently
-    ignored and both workers started a cluster. On an xdist worker, write the same suffix where pytest reads it."""
-    if not getattr(config.option, "loadgroup", False):  # set by xdist on its workers under --dist loadgroup
-        return
-    for item in items:
-        marks = item.iter_markers("xdist_group")
-        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks}
-        suffix = "@" + "_".join(sorted(names))
-        if not names or item.nodeid.endswith(suffix):
-            continue
-        if not hasattr(item, "_id"):
-            raise pytest.UsageError(f"--dist loadgroup cannot group {item.nodeid}: this pytest/pytest-xdist pair "
-                                    "does not carry the xdist_group mark (reinstall with `make install`)")
-        item._id = type(item._id).parse(item.nodeid + suffix)
 
 
 @pytest.fixture(scope="session")
