@@ -1,18 +1,20 @@
 # `make demo` and `make test` do all the set-up on a fresh clone: a .venv with the pinned
 # torch build, then this project (editable) with its dev and dali extras (`make test`: and DeepSpeed).
-# Re-running skips the installs unless pyproject.toml or constraints.txt changed. The SLURM
-# tests install Debian's slurm and munge packages themselves (as root) through launch/local_slurm.sh.
+# Re-running skips the installs unless pyproject.toml or constraints.txt changed. `make test` also
+# installs, once and before pytest, the Debian packages some tests need (SLURM and munge, chromium):
+# launch/system_packages.sh, as root (not root: it says what is missing, and those tests skip).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cg-train-installed
 DS_STAMP := $(VENV)/.cg-train-deepspeed-installed
+SYS_STAMP := $(VENV)/.cg-train-system-packages
 PIP    := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 DEMO_DATA := data/demo-mnist
 DEMO_OUT  := runs/demo
 DEMO_PLOTS := runs/plots
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean FORCE
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,13 @@ $(DS_STAMP): $(STAMP)
 	$(PY) -c "from deepspeed.accelerator import get_accelerator as a; b = a().create_op_builder('ShareMemCommBuilder'); b and b.load()"
 	touch $(DS_STAMP)
 
+# Debian packages for the tests, never installed from a test worker. Runs again when the script (where the
+# package sets are listed) changed or one of its packages is missing; the stamp only once all are installed.
+SYS_MISSING := $(shell launch/system_packages.sh --missing 2>/dev/null)
+$(SYS_STAMP): launch/system_packages.sh $(if $(SYS_MISSING),FORCE) | $(PY)
+	launch/system_packages.sh
+	@if [ -z "$$(launch/system_packages.sh --missing)" ]; then touch $@; fi
+
 install: $(STAMP)
 
 demo: install
@@ -38,7 +47,7 @@ demo: install
 	$(VENV)/bin/cg-analyze $(dir $(DEMO_OUT)) --output $(DEMO_PLOTS)
 	@echo "demo results: $(DEMO_OUT)/{train,pristine,corrupt,train_sample,test}.csv; learning paths: $(DEMO_OUT)/paths/; plots: $(DEMO_PLOTS)/"
 
-test: install $(DS_STAMP)
+test: $(SYS_STAMP) install $(DS_STAMP)
 	$(PY) -m pytest -n 2 tests
 
 clean:

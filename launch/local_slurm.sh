@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A real one-node SLURM cluster on this machine, for tests and for trying cg-launch without a cluster.
 #
-#   launch/local_slurm.sh start DIR   install Debian's slurmctld/slurmd/slurm-client/munge if missing (root),
-#                                     write DIR/slurm.conf, start munged, slurmctld and slurmd, wait until
-#                                     the node is idle, then print the line to eval: export SLURM_CONF=...
+#   launch/local_slurm.sh start DIR   install Debian's slurmctld/slurmd/slurm-client/munge if missing (root;
+#                                     launch/system_packages.sh slurm, as `make test` does), write
+#                                     DIR/slurm.conf, start munged, slurmctld and slurmd, wait until the
+#                                     node is idle, then print the line to eval: export SLURM_CONF=...
 #   launch/local_slurm.sh stop DIR    stop the daemons started in DIR, by the pids in DIR/run/*.pid
 #
 # Everything (config, munge key and socket, state, spool, logs, pid files) lives under DIR, on free
@@ -16,19 +17,20 @@ usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 action=$1
 dir=$(mkdir -p "$2" && cd "$2" && pwd)
 conf=$dir/slurm.conf
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 run=$dir/run
 
 die() { echo "local_slurm: $*" >&2; exit 1; }
 
-install_if_missing() {
-    command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
-        && command -v munged >/dev/null && return
-    [[ $(id -u) -eq 0 ]] || die "slurmctld/slurmd/munge are not installed and installing them needs root"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q slurmctld slurmd slurm-client munge >"$dir/apt.log" 2>&1 \
-        || { apt-get update -q >>"$dir/apt.log" 2>&1 \
-             && apt-get install -y -q slurmctld slurmd slurm-client munge >>"$dir/apt.log" 2>&1; } \
-        || die "apt-get install slurmctld slurmd slurm-client munge failed (see $dir/apt.log)"
+install_if_missing() {  # the same install as `make test`'s (waits for a dpkg lock held by another apt-get)
+    local cmd missing=()
+    for cmd in slurmctld slurmd sbatch munged mungekey; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
+    [[ ${#missing[@]} -eq 0 ]] && return
+    [[ $(id -u) -eq 0 ]] \
+        || die "${missing[*]} not installed, and installing them needs root: sudo $here/system_packages.sh slurm"
+    "$here/system_packages.sh" slurm || die "installing SLURM and munge failed (see above)"
+    hash -r
+    for cmd in "${missing[@]}"; do command -v "$cmd" >/dev/null || die "$cmd is still not installed"; done
 }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -94,15 +96,17 @@ start() {
     die "the node did not become idle within 60 s (logs: $dir/log)"
 }
 
-stop() {
-    local name pid
+stop() {  # each daemon takes ~2 s to exit after SIGTERM: signal all three, then wait for each
+    local name pid pids=()
     for name in slurmd slurmctld munged; do
         [[ -f $run/$name.pid ]] || continue
         pid=$(cat "$run/$name.pid")
-        kill "$pid" 2>/dev/null || true
+        kill "$pid" 2>/dev/null && pids+=("$pid")
+        rm -f "$run/$name.pid"
+    done
+    for pid in "${pids[@]}"; do
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-        rm -f "$run/$name.pid"
     done
 }
 

@@ -25,6 +25,7 @@ import torch
 
 from cg_train.cli import main
 from cg_train.data.demo import demo_subset as make_subset, prepare_demo  # noqa: F401 (tests import make_subset)
+from xdist_groups import pytest_collection_modifyitems  # noqa: F401 (the hook that keeps xdist_group marks)
 
 REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin imported torch before this file

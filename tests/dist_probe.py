@@ -1,9 +1,11 @@
 """Run under `accelerate launch`: dump, per rank, the indices and labels this rank's loaders yield.
 
-Usage: dist_probe.py DATA_DIR OUT_DIR [LOADER]  (LOADER: torchvision, the default, or dali)
+Usage: dist_probe.py DATA_DIR OUT_DIR [LOADER...]  (LOADER: torchvision, the default, or dali;
+each writes OUT_DIR/LOADER/rank<R>.json)
 
 Used by test_distributed.py to check, in a real multi-process run, that ranks see
-disjoint data covering the whole set and compute identical label corruption.
+disjoint data covering the whole set and compute identical label corruption. One
+launch probes every loader asked for: a launch costs seconds of start-up, a probe little.
 """
 from __future__ import annotations
 
@@ -17,8 +19,7 @@ from cg_train.config import build_config
 from cg_train.data.bundle import build_data
 
 
-def main(data_dir: str, out_dir: str, loader: str = "torchvision") -> None:
-    accelerator = Accelerator(cpu=True)
+def probe(accelerator: Accelerator, data_dir: str, out_dir: Path, loader: str) -> None:
     cfg = build_config(overrides=[f"data.dir={data_dir}", "noise.corrupt_fraction=0.5", "data.batch_size=32",
                                   "data.workers=1", "data.sample_size=40", "model.arch=simple_cnn",
                                   f"data.loader={loader}"])
@@ -29,11 +30,18 @@ def main(data_dir: str, out_dir: str, loader: str = "torchvision") -> None:
     for epoch in (0, 1):
         data.train_loader.set_epoch(epoch)
         report["phases"][f"train@{epoch}"] = [batch.indices.tolist() for batch in data.train_loader]
-    for phase, loader in data.eval_loaders.items():
-        loader.set_epoch(0)
-        report["phases"][phase] = [batch.indices.tolist() for batch in loader]
-    Path(out_dir, f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
+    for phase, eval_loader in data.eval_loaders.items():
+        eval_loader.set_epoch(0)
+        report["phases"][phase] = [batch.indices.tolist() for batch in eval_loader]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
+
+
+def main(data_dir: str, out_dir: str, *loaders: str) -> None:
+    accelerator = Accelerator(cpu=True)
+    for loader in loaders or ("torchvision",):
+        probe(accelerator, data_dir, Path(out_dir, loader), loader)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:])

@@ -19,11 +19,21 @@ from conftest import (ACCELERATE, FAST, REPO, accelerate_command, accelerate_lau
                       assert_same_up_to_rounding, free_port, train)
 
 
-@pytest.mark.parametrize("loader", ["torchvision", "dali"])
-def test_two_ranks_see_disjoint_data_and_identical_corruption(mnist_small: Path, tmp_path: Path,
-                                                              loader: str) -> None:
-    launch(str(REPO / "tests" / "dist_probe.py"), str(mnist_small), str(tmp_path), loader)
-    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+LOADERS = ["torchvision", "dali"]
+
+
+@pytest.fixture(scope="module")
+def probed(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What each rank's loaders yield, for every loader, from one 2-process launch (a launch is the cost)."""
+    out = tmp_path_factory.mktemp("probe")
+    launch(str(REPO / "tests" / "dist_probe.py"), str(mnist_small), str(out), *LOADERS)
+    return out
+
+
+@pytest.mark.xdist_group("dist_probe")  # both loaders on the worker that ran the launch
+@pytest.mark.parametrize("loader", LOADERS)
+def test_two_ranks_see_disjoint_data_and_identical_corruption(probed: Path, loader: str) -> None:
+    reports = [json.loads((probed / loader / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in reports] == [2, 2] and [r["rank"] for r in reports] == [0, 1]
     assert all("MULTI_CPU" in r["distributed_type"] for r in reports)
     assert reports[0]["observed"] == reports[1]["observed"]  # corruption computed alike on every rank

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cg_train.engine.trainer import Trainer
-from conftest import FAST, accelerate_launch, assert_same_csvs, read_csv, train
+from conftest import FAST, accelerate_launch, assert_same_csvs, make_subset, read_csv, train
 
 RUN = ["--epochs", "1", "--corrupt-fraction", "0.5", "--sample-size", "20", "--print-freq", "1", "--seed", "2",
        "--batch-size", "10", "--lr-scheduler", "step"]
@@ -143,11 +143,15 @@ def test_default_resnet18_with_batchnorm_stopped_mid_epoch_resumes_exactly(
 @pytest.mark.slow
 def test_default_resnet18_on_two_processes_and_a_resume_on_another_count_is_refused(
         mnist_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 30 training images (2 steps of 20 and 10, split over the ranks), not 300: the DDP steps of an 11M-parameter
+    # model cost CPU and check nothing more; the 100 test images are all evaluated, twice
+    data = make_subset(mnist_small, tmp_path / "data", 3, 10)
     out = tmp_path / "two"
-    accelerate_launch("-m", "cg_train", str(mnist_small), "--output-dir", str(out), *FAST, *BN_RUN)
+    accelerate_launch("-m", "cg_train", str(data), "--output-dir", str(out), *FAST, *BN_RUN)
     assert "2 process(es) on cpu" in (out / "log.txt").read_text()
+    assert read_csv(out / "train.csv").step.tolist() == [0, 1]
     test = read_csv(out / "test.csv")
     assert test.epoch.tolist() == [0, 1] and test["count"].tolist() == [100, 100] and test.loss.notna().all()
     capsys.readouterr()
-    assert train(mnist_small, out, *BN_RUN, "--epochs", "2", "--resume") == 2
+    assert train(data, out, *BN_RUN, "--epochs", "2", "--resume") == 2
     assert "number of processes 2 -> 1 (the model has BatchNorm)" in capsys.readouterr().err

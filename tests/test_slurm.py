@@ -36,10 +36,13 @@ CPU_LAUNCH = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--m
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """SLURM_CONF of a running one-node cluster (root installs the Debian packages if they are missing)."""
-    if os.geteuid() != 0 and shutil.which("slurmctld") is None:
-        pytest.skip("slurmctld is not installed and only root can install it (apt-get install slurmctld slurmd "
-                    "slurm-client munge), or run the tests as root")
+    """SLURM_CONF of a running one-node cluster. Never installs anything: a test worker must not run apt-get
+    (two workers raced for dpkg's lock); `make test` installs the packages once, before pytest."""
+    missing = [c for c in ("slurmctld", "slurmd", "sbatch", "munged", "mungekey") if shutil.which(c) is None]
+    if missing:
+        how = ("run `make test`, or `launch/system_packages.sh slurm`, to install them first" if os.geteuid() == 0
+               else "installing them needs root: `sudo launch/system_packages.sh slurm`")
+        pytest.skip(f"SLURM/munge are not installed ({', '.join(missing)} not found): {how}")
     root = tmp_path_factory.mktemp("slurm")
     # without conftest's OMP_NUM_THREADS=1: the script sizes the node with nproc, which honours it
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
