@@ -2,14 +2,14 @@
 
 Issue 25's setting on the embedded digits: 40% symmetric label noise, a cifar_resnet20 teacher
 with seed 000's ``--p-smoothing 0.05``, cifar_resnet8 students with the same data, noise and
-seed. Teachers: SHORT epochs at 0.05 (the issue's run), SHORT epochs at a larger factor, and a
-LONG run at 0.05 whose table is kept after every epoch (so one run gives the tables of
-several teacher lengths). Students: ce, ls, kd (from the long teacher) and filter_kd toward
+seed. Teachers: SHORT epochs at 0.05 (the issue's run; also from the other --p-smoothing-init
+starting values), SHORT epochs at a larger factor, and a LONG run at 0.05 whose table is kept after
+the epochs in --snapshots (so one run gives the tables of several teacher lengths). Students: ce, ls, kd (from the long teacher) and filter_kd toward
 each table (``--accept-weak-targets``: the point is to see what a refused table gives). Prints
 each table's summary (start weight, argmax agreement) and each student's final test top-1.
 
     nice -n 10 python benchmarks/filter_kd_teacher_length.py DATA_DIR OUT [--short 8] [--long 30]
-        [--snapshots 8,15,30] [--large-p 0.2] [--seed 0]
+        [--snapshots 8,15,30] [--large-p 0.2] [--inits onehot,uniform] [--seed 0]
 """
 from __future__ import annotations
 
@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--long", type=int, default=30)
     p.add_argument("--snapshots", default="8,15,30", help="epochs of the long teacher whose tables are used")
     p.add_argument("--large-p", default="0.2")
+    p.add_argument("--inits", default="onehot,uniform", help="other starting values of the short 0.05 teacher")
     p.add_argument("--seed", default="0")
     args = p.parse_args()
     seed = ["--seed", args.seed]
@@ -82,13 +83,18 @@ def main() -> None:
     train(args.data, out / "teacher_short_p0.05", *teacher, "--epochs", str(args.short), "--p-smoothing", "0.05")
     train(args.data, out / f"teacher_short_p{args.large_p}", *teacher, "--epochs", str(args.short),
           "--p-smoothing", args.large_p)
+    inits = [i for i in args.inits.split(",") if i]
+    for init in inits:
+        train(args.data, out / f"teacher_short_p0.05_{init}", *teacher, "--epochs", str(args.short), "--p-smoothing",
+              "0.05", "--p-smoothing-init", init)
     long_run = out / "teacher_long_p0.05"
     if not (long_run / "test.csv").exists() or len(pd.read_csv(long_run / "test.csv")) <= args.long:
         teacher_with_snapshots(args.data, long_run, snapshots, *teacher, "--epochs", str(args.long),
                                "--p-smoothing", "0.05")
     tables = {f"short p0.05 ({args.short} ep)": out / "teacher_short_p0.05" / TABLE,
               f"short p{args.large_p} ({args.short} ep)": out / f"teacher_short_p{args.large_p}" / TABLE,
-              **{f"long p0.05, epoch {e}": long_run / f"epoch={e}" / TABLE for e in snapshots}}
+              **{f"long p0.05, epoch {e}": long_run / f"epoch={e}" / TABLE for e in snapshots},
+              **{f"short p0.05 ({args.short} ep), init {i}": out / f"teacher_short_p0.05_{i}" / TABLE for i in inits}}
     student = ["--arch", "cifar_resnet8", *seed, "--epochs", str(args.short)]
     rows = []
     for name, extra in {"ce": [], "ls": ["--method", "ls"],

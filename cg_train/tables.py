@@ -157,10 +157,11 @@ class ShardedTable:
         """The whole table as one float32 ``.npy`` (collective; each process writes its own rows).
 
         ``zero_unseen``: rows never written are written as zeros whatever they hold (a starting value)."""
-        rows = self.rows.float()
-        if zero_unseen:
-            rows = torch.where(self.seen.unsqueeze(1), rows, torch.zeros_like(rows))
-        self._write_whole(path, (self.n, self.k), np.float32, rows.cpu().numpy(), is_main)
+        mine = self.rows.float().cpu().numpy()  # on CPU in float32: the table itself, not a copy
+        if zero_unseen:  # a host copy, so no second copy of the shard on the device
+            mine = mine.copy()
+            mine[~self.seen.cpu().numpy()] = 0.0
+        self._write_whole(path, (self.n, self.k), np.float32, mine, is_main)
 
     def write_updates_npy(self, path: Path, is_main: bool) -> None:
         """The writes of every row as one int32 ``[n]`` ``.npy`` (collective; ``count_updates`` tables)."""
