@@ -136,13 +136,21 @@ def test_a_one_epoch_teachers_table_is_refused_in_one_line_and_accepted_with_the
 @pytest.mark.parametrize("init", ["onehot", "uniform"])
 def test_the_summary_of_other_starting_values_counts_every_update(teachers: dict[str, Path], mnist_tiny: Path,
                                                                    tmp_path: Path, init: str) -> None:
+    """One update leaves (1 - a) of the start: refused when that is uniform; a table that is mostly the observed
+    labels trains like cross-entropy on them, so it is accepted with a warning."""
     table = teachers[init] / "p_smoothing.npy"
     run = tmp_path / "student"
-    assert train(mnist_tiny, run, *NOISE, "--epochs", "1", "--method", "filter_kd", "--targets", str(table),
-                 "--accept-weak-targets") == 0
+    student = [*NOISE, "--epochs", "1", "--method", "filter_kd", "--targets", str(table)]
+    if init == "uniform":
+        assert train(mnist_tiny, run, *student) == 2 and not run.exists()
+        student.append("--accept-weak-targets")
+    assert train(mnist_tiny, run, *student) == 0
     summary = json.loads((run / "supervision_checks.json").read_text())["targets"]
     assert summary["start_weight"] == pytest.approx(1 - ALPHA)  # one update: (1 - a)^1
     assert_summary(summary, numpy_summary(table, run, ALPHA, init))
+    assert (summary["weak"] is None) == (init == "onehot") and summary["accepted"] == (init == "uniform")
+    if init == "onehot":
+        assert "trains close to cross-entropy" in summary["note"] and summary["note"] in (run / "log.txt").read_text()
 
 
 def evaluate_csv(checkpoint: Path, data: Path, out: Path) -> pd.Series:

@@ -48,9 +48,10 @@ def recorded_teachers(out: Path, cfg_teachers: list[str]) -> Optional[list[dict[
     """The teachers' results a run in ``out`` already recorded for the same checkpoints, or None."""
     try:
         saved = json.loads((out / CHECKS_FILE).read_text()).get("teachers")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # none yet (a run of an older version), or damaged
         return None
-    if not isinstance(saved, list) or [t.get("checkpoint") for t in saved] != cfg_teachers:
+    if not isinstance(saved, list) or not all(isinstance(t, dict) for t in saved) or \
+            [t.get("checkpoint") for t in saved] != cfg_teachers:
         return None
     return saved
 
@@ -70,8 +71,11 @@ def report(ctx: RunContext, supervision: Supervision, checks: dict[str, Any]) ->
     """Log the record (a warning for a teacher at or below chance) and write ``supervision_checks.json``."""
     if checks["targets"] is None and not checks["teachers"]:
         return
-    if supervision.targets_summary is not None:
-        log.info("%s", supervision.targets_summary.describe())
+    summary = supervision.targets_summary
+    if summary is not None:
+        log.info("%s", summary.describe())
+        if summary.note:
+            log.warning("--targets %s: %s", summary.table, summary.note)
     for t in checks["teachers"]:
         if t["test_acc1"] is None:
             log.info("--teacher %s: no test samples to evaluate it on", t["checkpoint"])
