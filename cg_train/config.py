@@ -203,6 +203,10 @@ class RecordConfig:
                              "--p-smoothing", metavar="A", check=in_range(0.0, 1.0))
     p_smoothing_tau: float = opt(1.0, "softmax temperature of --p-smoothing (seed 000's --filt_tau)",
                                  "--p-smoothing-tau", check=positive)
+    p_smoothing_init: str = opt("first", "starting value of each --p-smoothing row: first (the sample's first "
+                                "prediction, seed 000), onehot (its observed label) or uniform (1/K); a short run's "
+                                "table is mostly this value (docs/supervision.md)", "--p-smoothing-init",
+                                check=one_of("first", "onehot", "uniform"))
     seed002_logs: bool = opt(False, "write seed 002's train_log.csv (per epoch: train/valid error and loss) "
                              "and results_valid.csv (per test sample, latest evaluation)", "--seed002-logs")
 
@@ -227,6 +231,9 @@ class SupervisionConfig:
                                  "for sl_ens", "--teacher", metavar="CKPT")
     targets: Optional[str] = opt(None, "filter_kd: a teacher run's p_smoothing table [N, K] (its "
                                  "p_smoothing_best.npy), rows by sample index", "--targets", metavar="TABLE.npy")
+    accept_weak_targets: bool = opt(False, "filter_kd: train on a --targets table even when it is still mostly "
+                                    "its starting values (refused otherwise; docs/supervision.md)",
+                                    "--accept-weak-targets")
     smoothing: float = opt(0.1, "ls: label smoothing s; sl_enc: the teacher's share of the initial label",
                            "--smoothing", check=in_range(0.0, 1.0))
     temperature: float = opt(4.0, "softmax temperature of KD terms and teacher-initialised labels (seed 001's "

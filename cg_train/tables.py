@@ -22,6 +22,10 @@ table; a resume on another number of processes reads the rows it now owns
 from the old shards (``load``). ``write_npy`` writes the whole table as one
 ``.npy`` for users, every process writing its own rows into a memory map.
 With one process every call is local and nothing is communicated.
+
+``count_updates=True`` also keeps how many times each row was written (int32 per
+row, e.g. how many updates a p_smoothing row had); it travels with the rows through
+``scatter``, checkpoints and ``write_updates_npy``.
 """
 from __future__ import annotations
 
@@ -55,8 +59,9 @@ class ShardedTable:
     """This process's share of an ``[n, k]`` per-sample table, with a 'seen' flag per row."""
 
     def __init__(self, n: int, k: int, rank: int, world: int, device: torch.device,
-                 dtype: torch.dtype = torch.float32, step_rows: int = 0):
-        """``step_rows``: the most rows one process passes to one fetch/scatter (needed with > 1 process)."""
+                 dtype: torch.dtype = torch.float32, step_rows: int = 0, count_updates: bool = False):
+        """``step_rows``: the most rows one process passes to one fetch/scatter (needed with > 1 process);
+        ``count_updates``: also count the writes of each row (``updates``)."""
         self.n, self.k, self.rank, self.world, self.device, self.dtype = n, k, rank, world, device, dtype
         self.step_rows = step_rows
         self.start, self.stop = shard_bounds(n, world, rank)
@@ -65,6 +70,13 @@ class ShardedTable:
         self._rows = torch.zeros(held + 1, k, dtype=dtype, device=device)
         self._seen = torch.zeros(held + 1, dtype=torch.bool, device=device)
         self.rows, self.seen = self._rows[:held], self._seen[:held]
+        self._updates: Optional[torch.Tensor] = None
+        self.updates: Optional[torch.Tensor] = None  # [held] int32 writes per row (count_updates)
+        #: False after loading a checkpoint saved without counts (an older version): the counts are unknown
+        self.updates_known = count_updates
+        if count_updates:
+            self._updates = torch.zeros(held + 1, dtype=torch.int32, device=device)
+            self.updates = self._updates[:held]
         assert self.rows.shape[0] <= -(-n // world), "a process holds more than its share"
 
     @property
@@ -74,6 +86,9 @@ class ShardedTable:
     def clear(self) -> None:
         self.rows.zero_()
         self.seen.zero_()
+        if self.updates is not None:
+            self.updates.zero_()
+            self.updates_known = True
 
     # ------------------------------------------------------------------ collectives
     def _everyone(self, idx: torch.Tensor, values: Optional[torch.Tensor] = None
@@ -130,22 +145,37 @@ class ShardedTable:
             new = combine(self._rows[local].float(), self._seen[local], new)
         self._rows[local] = new.to(self.dtype)  # rows held elsewhere (and padding) land in the spare row
         self._seen[local] = True
+        if self._updates is not None:  # a step names each real row once; repeats only hit the spare row
+            self._updates[local] += 1
 
     def barrier(self) -> None:
         if _distributed(self.world):
             dist.barrier()
 
     # ------------------------------------------------------------------ files
-    def write_npy(self, path: Path, is_main: bool) -> None:
-        """The whole table as one float32 ``.npy`` (collective; each process writes its own rows)."""
+    def write_npy(self, path: Path, is_main: bool, zero_unseen: bool = False) -> None:
+        """The whole table as one float32 ``.npy`` (collective; each process writes its own rows).
+
+        ``zero_unseen``: rows never written are written as zeros whatever they hold (a starting value)."""
+        mine = self.rows.float().cpu().numpy()  # on CPU in float32: the table itself, not a copy
+        if zero_unseen:  # a host copy, so no second copy of the shard on the device
+            mine = mine.copy()
+            mine[~self.seen.cpu().numpy()] = 0.0
+        self._write_whole(path, (self.n, self.k), np.float32, mine, is_main)
+
+    def write_updates_npy(self, path: Path, is_main: bool) -> None:
+        """The writes of every row as one int32 ``[n]`` ``.npy`` (collective; ``count_updates`` tables)."""
+        self._write_whole(path, (self.n,), np.int32, self.updates.cpu().numpy(), is_main)
+
+    def _write_whole(self, path: Path, shape: tuple[int, ...], dtype: Any, mine: np.ndarray, is_main: bool) -> None:
         tmp = path.with_name(f".{path.name}.writing")
         if is_main:
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(self.n, self.k)).flush()
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape).flush()
         self.barrier()
         if self.held_rows:
             out = np.load(tmp, mmap_mode="r+")
-            out[self.start:self.stop] = self.rows.float().cpu().numpy()
+            out[self.start:self.stop] = mine
             out.flush()
             del out
         self.barrier()
@@ -172,14 +202,18 @@ class ShardedTable:
     def save(self, folder: Path, generation: int, is_main: bool) -> dict[str, Any]:
         """Write this process's shard for checkpoint ``generation``; drop shards two generations old."""
         stem = folder / f"gen{generation:06d}.rank{self.rank:05d}-of-{self.world:05d}"
-        for suffix, tensor in ((".rows.npy", self.rows), (".seen.npy", self.seen)):
+        parts = [(".rows.npy", self.rows), (".seen.npy", self.seen)]
+        if self.updates is not None and self.updates_known:
+            parts.append((".updates.npy", self.updates))
+        for suffix, tensor in parts:
             with atomic_path(f"{stem}{suffix}") as tmp, open(tmp, "wb") as f:
                 np.save(f, tensor.cpu().numpy())
         for old in folder.glob("gen*.npy"):
             gen, rank, world = _parse(old.name)
             if gen < generation - 1 and (rank == self.rank and world == self.world or is_main and world != self.world):
                 old.unlink(missing_ok=True)
-        return {"generation": generation, "world": self.world, "n": self.n, "k": self.k}
+        return {"generation": generation, "world": self.world, "n": self.n, "k": self.k,
+                "updates": len(parts) == 3}
 
     def load(self, folder: Path, state: dict[str, Any], what: str) -> None:
         """Read the rows this process owns from the shards a checkpoint names (any process count)."""
@@ -187,6 +221,9 @@ class ShardedTable:
             raise CgTrainError(f"--resume: the {what} table in the checkpoint is {state['n']} x {state['k']}, "
                                f"this run needs {self.n} x {self.k}")
         generation, world = int(state["generation"]), int(state["world"])
+        with_updates = self.updates is not None and bool(state.get("updates"))
+        if self.updates is not None:
+            self.updates_known = with_updates  # a checkpoint of an older version has no counts
         for rank in range(world):
             start, stop = shard_bounds(self.n, world, rank)
             lo, hi = max(start, self.start), min(stop, self.stop)
@@ -203,6 +240,15 @@ class ShardedTable:
                 np.array(rows[lo - start:hi - start])).to(self.device, self.dtype)
             self.seen[lo - self.start:hi - self.start] = torch.from_numpy(
                 np.array(seen[lo - start:hi - start])).to(self.device)
+            if with_updates:
+                try:
+                    updates = np.load(f"{stem}.updates.npy", mmap_mode="r")
+                except OSError:
+                    raise CgTrainError(f"--resume: the {what} shard {stem}.updates.npy of the checkpoint is "
+                                       f"missing: resume with the output directory the checkpoint was written "
+                                       f"in") from None
+                self.updates[lo - self.start:hi - self.start] = torch.from_numpy(
+                    np.array(updates[lo - start:hi - start])).to(self.device)
 
 
 _SHARD = re.compile(r"gen(\d+)\.rank(\d+)-of-(\d+)\.")

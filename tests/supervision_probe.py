@@ -16,10 +16,11 @@ from cg_train.cli import main
 
 
 def student_args(method: str, teacher_dir: str) -> list[str]:
+    """The tests' teachers train one epoch, so their tables are refused unless accepted (test_filter_kd_checks.py)."""
     return ["--method", method, "--teacher", f"{teacher_dir}/model_best.pth.tar",
             "--targets", f"{teacher_dir}/p_smoothing_best.npy"] + \
         ([f"--teacher={teacher_dir}/model_best.pth.tar:{teacher_dir}/initial_state.pth.tar"]
-         if method == "sl_ens" else [])
+         if method == "sl_ens" else []) + (["--accept-weak-targets"] if method == "filter_kd" else [])
 
 
 if __name__ == "__main__":

@@ -197,7 +197,9 @@ def test_killed_run_resumes_to_the_same_path_logs(mnist_small: Path, tmp_path: P
         pd.testing.assert_frame_equal(read_paths(killed, name), read_paths(reference, name), obj=name)
     for name in ("train_log.csv", "learned_examples.csv", "not_learned_examples.csv", "results_valid.csv"):
         assert (killed / name).read_bytes() == (reference / name).read_bytes(), name
-    np.testing.assert_array_equal(np.load(killed / "p_smoothing.npy"), np.load(reference / "p_smoothing.npy"))
+    for name in ("p_smoothing.npy", "p_smoothing_updates.npy"):  # the rows and how many updates each had
+        np.testing.assert_array_equal(np.load(killed / name), np.load(reference / name), err_msg=name)
+    assert (killed / "p_smoothing.json").read_bytes() == (reference / "p_smoothing.json").read_bytes()
 
 
 def test_two_ranks_log_each_sample_once_per_epoch(mnist_small: Path, tmp_path: Path) -> None:
@@ -218,6 +220,7 @@ def test_two_ranks_log_each_sample_once_per_epoch(mnist_small: Path, tmp_path: P
     assert learned["index"].tolist() == np.flatnonzero(final.argmax(axis=1) == record["observed_label"]).tolist()
     # each process updated the rows of its own samples; the merged table is the one-process average
     np.testing.assert_allclose(np.load(out / "p_smoothing.npy"), ema_table(paths, 0.3), atol=2e-3)
+    assert np.load(out / "p_smoothing_updates.npy").tolist() == [2] * 300  # one update per sample and epoch
     assert main(["paths", "merge", str(out), str(tmp_path / "merged.parquet")]) == 0
     merged = pd.read_parquet(tmp_path / "merged.parquet")
     assert len(merged) == 600 and set(merged["rank"]) == {0, 1}
@@ -249,4 +252,5 @@ def test_sigterm_mid_epoch_checkpoint_keeps_the_path_logs_exact(mnist_small: Pat
         pd.testing.assert_frame_equal(read_paths(stopped, name), read_paths(reference, name), obj=name)
     for name in ("train_log.csv", "learned_examples.csv", "not_learned_examples.csv"):
         assert (stopped / name).read_bytes() == (reference / name).read_bytes(), name
-    np.testing.assert_array_equal(np.load(stopped / "p_smoothing.npy"), np.load(reference / "p_smoothing.npy"))
+    for name in ("p_smoothing.npy", "p_smoothing_updates.npy"):
+        np.testing.assert_array_equal(np.load(stopped / name), np.load(reference / name), err_msg=name)

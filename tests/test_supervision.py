@@ -142,7 +142,8 @@ def _table_worker(rank: int, world: int, port: int, out: str) -> None:
 def exercise_table(rank: int, world: int) -> dict:
     """Two steps of a running average on a global batch split like the trainer's, then a fetch."""
     # a global batch of 7: shares of 4 and 3 on two processes, so the fixed-size collectives carry padding
-    table = ShardedTable(N_ROWS, 3, rank, world, torch.device("cpu"), step_rows=max_share(7, world))
+    table = ShardedTable(N_ROWS, 3, rank, world, torch.device("cpu"), step_rows=max_share(7, world),
+                         count_updates=True)
     gen = torch.Generator().manual_seed(0)
     fetched = []
     for step in range(2):
@@ -154,7 +155,7 @@ def exercise_table(rank: int, world: int) -> dict:
         rows, seen = table.fetch(order[mine])
         fetched.append((order[mine], rows, seen))
     return {"held": table.held_rows, "start": table.start, "rows": table.rows.clone(), "seen": table.seen.clone(),
-            "fetched": fetched}
+            "updates": table.updates.clone(), "fetched": fetched}
 
 
 def test_sharded_table_on_two_processes_equals_one_and_holds_only_its_share(tmp_path: Path) -> None:
@@ -164,6 +165,9 @@ def test_sharded_table_on_two_processes_equals_one_and_holds_only_its_share(tmp_
     assert [p["held"] for p in parts] == [6, 5]  # ceil(11 / 2) at most per process
     torch.testing.assert_close(torch.cat([p["rows"] for p in parts]), one["rows"])
     torch.testing.assert_close(torch.cat([p["seen"] for p in parts]), one["seen"])
+    updates = torch.cat([p["updates"] for p in parts])  # each row counted once per step that named it
+    torch.testing.assert_close(updates, one["updates"])
+    assert updates.sum() == 14 and torch.equal(updates > 0, one["seen"])
     for step in range(2):  # the processes' fetches, in rank order, are one process's fetch of the whole batch
         for i in range(3):
             got = torch.cat([part["fetched"][step][i] for part in parts])
@@ -175,18 +179,27 @@ def test_shards_saved_on_one_process_count_load_on_another(tmp_path: Path, saved
                                                              loaded_world: int) -> None:
     full = torch.rand(N_ROWS, 3)
     seen = torch.rand(N_ROWS) > 0.3
+    updates = torch.randint(0, 9, (N_ROWS,), dtype=torch.int32)
     states = []
     for rank in range(saved_world):
-        table = ShardedTable(N_ROWS, 3, rank, saved_world, torch.device("cpu"))
+        table = ShardedTable(N_ROWS, 3, rank, saved_world, torch.device("cpu"), count_updates=True)
         table.rows.copy_(full[table.start:table.stop])
         table.seen.copy_(seen[table.start:table.stop])
+        table.updates.copy_(updates[table.start:table.stop])
         states.append(table.save(tmp_path, generation=7, is_main=rank == 0))
     for rank in range(loaded_world):
-        table = ShardedTable(N_ROWS, 3, rank, loaded_world, torch.device("cpu"))
+        table = ShardedTable(N_ROWS, 3, rank, loaded_world, torch.device("cpu"), count_updates=True)
         table.load(tmp_path, states[0], "test")
         assert table.held_rows == len(range(*shard_bounds(N_ROWS, loaded_world, rank))) <= -(-N_ROWS // loaded_world)
         torch.testing.assert_close(table.rows, full[table.start:table.stop])
         assert torch.equal(table.seen, seen[table.start:table.stop])
+        assert table.updates_known and torch.equal(table.updates, updates[table.start:table.stop])
+    # a checkpoint of a version without counts: the rows load, the counts are known to be unknown
+    older = {key: value for key, value in states[0].items() if key != "updates"}
+    table = ShardedTable(N_ROWS, 3, 0, 1, torch.device("cpu"), count_updates=True)
+    table.load(tmp_path, older, "test")
+    torch.testing.assert_close(table.rows, full)
+    assert not table.updates_known
 
 
 # --------------------------------------------------------------------------- config and the table

@@ -28,7 +28,7 @@ from ..results import RESULT_CSVS
 from ..recorders import RunContext, build_recorders
 from ..supervision import Supervision
 from ..augment import build_augmentation
-from . import checkpoint, deepspeed_backend, fast_path
+from . import checkpoint, deepspeed_backend, fast_path, supervision_checks
 from .preemption import STOP_SIGNALS, StopSignals
 from .trainer import Trainer
 
@@ -174,11 +174,16 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
     trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop, stop, supervision, augmenter)
     if resume_state is not None:
         trainer.check_resumable(resume_state, resume_from)
+    # each --teacher's test top-1 and the --targets summary (a weak table was refused above)
+    checks = supervision_checks.run_checks(ctx, supervision, resume_state is not None, trainer.progress)
     accelerator.wait_for_everyone()  # every process has passed every check before anything is written
 
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", to_yaml(cfg, run_metadata(accelerator.num_processes)))
+        meta = run_metadata(accelerator.num_processes)
+        if checks["targets"] is not None or checks["teachers"]:
+            meta["supervision_checks"] = checks
+        atomic_write_text(out / "config.yaml", to_yaml(cfg, meta))
         write_corruption_record(str(out / "corruption.parquet"), data.train, data.resampled, data.subsets,
                                 data.removed)
     accelerator.wait_for_everyone()
@@ -188,6 +193,7 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
              int(is_corrupt(data.train).sum()), len(data.test), accelerator.num_processes, accelerator.device,
              f", {type(model).__name__} (ZeRO stage {accelerator.state.deepspeed_plugin.zero_stage})"
              if deepspeed_backend.uses_deepspeed(accelerator) else "")
+    supervision_checks.report(ctx, supervision, checks)
     if resume_state is not None:
         trainer.load_checkpoint(resume_state, resume_from)
     else:

@@ -37,6 +37,7 @@ from ..run_context import Recorder, RunContext
 from ..registry import Registry
 from ..data.sharding import max_share
 from ..tables import ShardedTable
+from .target_checks import TargetsSummary, check_targets
 
 if TYPE_CHECKING:
     from ..config import Config, SupervisionConfig
@@ -144,8 +145,10 @@ class Supervision(Recorder):
         if self.method.table is not None:
             self.table = ShardedTable(n, k, ctx.rank, ctx.world_size, device,
                                       step_rows=max_share(ctx.cfg.data.batch_size, ctx.world_size))
+        self.targets_summary: Optional[TargetsSummary] = None  # what the --targets table holds (logged, recorded)
         if self.method.table == "targets":
             self.table.load_npy(Path(cfg.targets), "--targets")
+            self.targets_summary = check_targets(ctx, self.table, Path(cfg.targets))  # refuses a weak table
         self.generation = 0
         self.labels_complete = False  # every trained sample has a learned label (Method.teacher_for_first_visits)
         self.last_teacher_logits: Optional[torch.Tensor] = None
