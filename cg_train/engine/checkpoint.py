@@ -23,7 +23,8 @@ INITIAL = "initial_state.pth.tar"
 #: trajectory (docs/preemption.md lists them). ``train.epochs`` may grow too unless the schedule is cosine.
 MAY_CHANGE = ("data.dir", "data.workers", "data.dali_threads", "data.dali_prefetch", "data.listing_cache",
               "speed.dali_readers",
-              "train.print_freq", "train.progress", "train.cpu", "output.dir", "output.resume")
+              "train.print_freq", "train.progress", "train.cpu", "output.dir", "output.resume",
+              "output.log_with", "output.tracker_project")
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
