@@ -116,17 +116,12 @@ def spaced(count: int, most: int) -> list[int]:
 def read_page_paths(run_dir: Path, source: str, indices: np.ndarray, n_total: int, k_most: int,
                     topk_epochs: int) -> PagePaths:
     """One streamed pass over the path log, keeping the rows of ``indices`` only (memory: page x epochs)."""
-    from cg_train.paths.export_td import resolve_source
-    from cg_train.paths.layout import META_NUM_CLASSES, META_TOPK
-    from cg_train.paths.merge import find_parts, read_epochs
+    from cg_train.paths.merge import read_epochs
 
-    source, root = resolve_source(run_dir, source, prefer="train")
-    parts = [p for p in find_parts(root) if source == "train" or p.epoch >= 1]
-    if not parts:
-        raise CgTrainError(f"{run_dir} has no learning paths: train with --paths or --paths-eval")
-    meta = pq.read_schema(parts[0].path).metadata
-    logged_k, num_classes = int(meta[META_TOPK]), int(meta[META_NUM_CLASSES])
-    k = min(logged_k, k_most)
+    from .detectors.dynamics import path_log
+
+    log = path_log(run_dir, source)
+    source, root, parts, num_classes, k = log.source, log.root, log.parts, log.num_classes, min(log.k, k_most)
     epochs = sorted({p.epoch for p in parts})
     keep = spaced(len(epochs), topk_epochs)
     slot = {t: j for j, t in enumerate(keep)}
@@ -281,21 +276,18 @@ def explore(args: argparse.Namespace) -> list[Path]:
     return [path]
 
 
-def positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 0")
-    return number
-
-
-def quality_arg(value: str) -> int:
-    number = positive_int(value)
-    if not 1 <= number <= 100:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a quality between 1 and 100")
-    return number
+def whole(lowest: int, highest: Optional[int] = None):
+    """argparse type: a whole number in [lowest, highest]."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = lowest - 1
+        if number < lowest or highest is not None and number > highest:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number "
+                                             + (f"from {lowest} to {highest}" if highest else f">= {lowest}"))
+        return number
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,24 +300,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="DIR", help="where to write explorer.html (default: RUN_DIR/explore)")
     p.add_argument("--by", metavar="DETECTOR", help="rank by this score column of scores.parquet (default: the "
                    "best AUROC in noise/detectors.csv, else aum)")
-    p.add_argument("--top", type=positive_int, default=3000, metavar="N", help="the N highest-scored samples go "
+    p.add_argument("--top", type=whole(0), default=3000, metavar="N", help="the N highest-scored samples go "
                    "on the page (default: 3000)")
-    p.add_argument("--random", type=positive_int, default=1000, metavar="M", help="plus M of the other samples "
+    p.add_argument("--random", type=whole(0), default=1000, metavar="M", help="plus M of the other samples "
                    "drawn at random (default: 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random draw (default: 0)")
+    p.add_argument("--seed", type=whole(0), default=0, help="seed of the random draw (default: 0)")
     p.add_argument("--scores", type=Path, metavar="SCORES.parquet", help="scores of cg-analyze noise (default: "
                    "RUN_DIR/noise/scores.parquet; when missing every detector is run here)")
     p.add_argument("--source", default="auto", choices=("auto", "train", "eval"), help="learning paths from the "
                    "training passes (--paths) or the eval passes (--paths-eval); auto: training passes when logged")
-    p.add_argument("--topk", type=positive_int, default=5, metavar="K", help="top-k predictions per epoch in the "
+    p.add_argument("--topk", type=whole(1), default=5, metavar="K", help="top-k predictions per epoch in the "
                    "detail view (at most what the run logged; default: 5)")
-    p.add_argument("--topk-epochs", type=positive_int, default=20, metavar="E", help="keep the top-k of at most E "
+    p.add_argument("--topk-epochs", type=whole(1), default=20, metavar="E", help="keep the top-k of at most E "
                    "epochs, evenly spaced, first and last included (default: 20)")
-    p.add_argument("--thumb-size", type=positive_int, default=40, metavar="PX", help="thumbnail size in pixels "
+    p.add_argument("--thumb-size", type=whole(0), default=40, metavar="PX", help="thumbnail size in pixels "
                    "(default: 40; 0: no thumbnails)")
     p.add_argument("--thumb-format", default="webp", choices=("webp", "jpeg"), help="thumbnail encoding "
                    "(default: webp, about 30%% smaller than jpeg at the same quality)")
-    p.add_argument("--thumb-quality", type=quality_arg, default=75, metavar="Q", help="thumbnail quality 1-100 "
+    p.add_argument("--thumb-quality", type=whole(1, 100), default=75, metavar="Q", help="thumbnail quality 1-100 "
                    "(default: 75)")
     return p
 

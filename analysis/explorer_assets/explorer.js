@@ -54,13 +54,13 @@
     columns.push({ key: "true", title: "true", num: true, sort: label(R.true), cell: (i) => `<td class="col-true">${R.true[i] >= 0 ? escape(className(R.true[i])) : "?"}</td>` });
     columns.push({ key: "status", title: "noise", text: true, sort: status, cell: (i) => `<td><span class="badge ${status(i)}">${status(i)}</span></td>` });
   }
+  columns.push({ key: "spark", title: "path: p(true) \u2014 p(given) \u2504", cell: (i) => `<td>${sparkline(i)}</td>` });
   D.detectors.forEach((name) => {
     const values = R.scores[name];
     columns.push({ key: name, title: name, num: true, score: true, sort: (i) => values[i], cell: (i) => `<td class="num col-score" data-detector="${escape(name)}">${fmt(values[i])}</td>` });
   });
   if (R.flagged) columns.push({ key: "flagged", title: "cleanlab", num: true, sort: label(R.flagged), cell: (i) => `<td>${R.flagged[i] ? "flagged" : ""}</td>` });
   columns.push({ key: "pool", title: "pool", text: true, sort: (i) => (R.top[i] ? "top" : "random"), cell: (i) => `<td>${R.top[i] ? "top" : "random"}</td>` });
-  columns.push({ key: "spark", title: "p(given) \u2504 p(true) \u2014", cell: (i) => `<td>${sparkline(i)}</td>` });
 
   function line(values, w, h, x0, y0) {
     const pts = [];

@@ -25,14 +25,17 @@ holds every logged step, so the resumed run neither repeats nor skips one. After
 - MLflow writes synchronously, so ``trackers.json``, rewritten after every log, says exactly what it holds and the
   resumed run skips those steps;
 - wandb writes through its service process, which keeps the newest records in memory (offline: up to a 32 KiB
-  block) and loses them when it is killed; the resumed run logs every step after the checkpoint again, so a step the
-  killed run had written may appear in two run segments (the same value), and one it logged before the checkpoint
-  but had not written is missing from wandb (not from the CSVs or TensorBoard).
+  block) and loses them when it dies: of its parent's SIGKILL, or of a SIGTERM sent to every process of the job
+  (SLURM; wandb-core exits at once on it, wandb#9963: a tracker that fails is dropped with a one-line warning and
+  the run checkpoints as usual). The resumed run logs every step after the checkpoint again, so a step may appear
+  in two run segments (the same value), and one the service had not written is missing from wandb (never from the
+  CSVs or TensorBoard).
 """
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import time
@@ -41,10 +44,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import to_dict
-from ..errors import ConfigError
+from ..errors import CgTrainError, ConfigError
 from ..io import atomic_write_text
 from ..results import EVAL_PHASES
 from . import RECORDERS, Recorder, RunContext
+
+log = logging.getLogger("cg_train")
 
 STATE_FILE = "trackers.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -66,6 +71,10 @@ def accelerator_kwargs(cfg: Any) -> dict[str, Any]:
             raise ConfigError(f"--log-with {name}: the {name} package is not installed; install it with "
                               f"pip install 'cg-train[trackers]' (or pip install {name})")
     return {"log_with": names, "project_dir": str(Path(cfg.output.dir) / TENSORBOARD_DIR)} if names else {}
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def flat_config(cfg: Any) -> dict[str, Any]:
@@ -130,9 +139,14 @@ class TrackerRecorder(Recorder):
 
             mlflow.set_tracking_uri(f"sqlite:///{(self.out / MLFLOW_DB).resolve()}")
             kwargs["mlflow"]["logging_dir"] = str((self.out / MLFLOW_ARTIFACTS).resolve())
-        accelerator = ctx.accelerator
-        accelerator.init_trackers(self.cfg.output.tracker_project, config=flat_config(self.cfg) if self.fresh else None,
-                                  init_kwargs={n: kwargs[n] for n in self.names})
+        self.accelerator = accelerator = ctx.accelerator
+        try:
+            accelerator.init_trackers(self.cfg.output.tracker_project,
+                                      config=flat_config(self.cfg) if self.fresh else None,
+                                      init_kwargs={n: kwargs[n] for n in self.names})
+        except Exception as exc:  # a tracker's own error (no login, unreachable server): one line, not its traceback
+            raise CgTrainError(f"--log-with {','.join(self.names)}: the tracker did not start: {first_line(exc)} "
+                               f"(wandb without an account: WANDB_MODE=offline)") from None
         self.trackers = list(accelerator.trackers)
         if "mlflow" in self.names:
             self.run_ids["mlflow"] = accelerator.get_tracker("mlflow", unwrap=True).info.run_id
@@ -171,14 +185,16 @@ class TrackerRecorder(Recorder):
 
     def log(self, values: dict[str, float], step: int) -> None:
         values = {k: float(v) for k, v in values.items()}
-        for tracker in self.trackers:
-            if tracker.name != "mlflow":
-                tracker.log(values, step=step)
-                continue
-            held_step, held_keys = self.held["step"], set(self.held["keys"])
-            new = {k: v for k, v in values.items() if step > held_step or step == held_step and k not in held_keys}
-            if new:  # what a killed earlier start logged after its last checkpoint is there already
-                tracker.log(new, step=step)
+        for tracker in list(self.trackers):
+            new = values
+            if tracker.name == "mlflow":  # what a killed earlier start logged after its last checkpoint is there
+                held_step, held_keys = self.held["step"], set(self.held["keys"])
+                new = {k: v for k, v in values.items() if step > held_step or step == held_step and k not in held_keys}
+            try:
+                if new:
+                    tracker.log(new, step=step)
+            except Exception as exc:  # e.g. wandb's service process died of the preemption signal (wandb#9963)
+                self.drop(tracker, exc)
         self.at_last = {**self.at_last, **values} if step == self.last_step else dict(values)
         self.last_step = step
         if "mlflow" in self.names:
@@ -186,6 +202,20 @@ class TrackerRecorder(Recorder):
             if step >= self.held["step"]:
                 self.held = {"step": step, "keys": sorted(keys)}
             self.write_state()
+
+    def drop(self, tracker: Any, exc: Exception) -> None:
+        """A tracker that failed is left out for the rest of this process; the run and its CSVs go on."""
+        log.warning("--log-with %s: %s; not logging to it any more in this process (the CSVs hold every value, "
+                    "--resume continues the tracker run)", tracker.name, first_line(exc))
+        self.trackers.remove(tracker)
+        self.accelerator.trackers.remove(tracker)  # end_training would finish it
+        if tracker.name == "wandb":  # its exit hook would talk to the dead service again, with a traceback
+            try:
+                import wandb
+
+                wandb.teardown()
+            except Exception:
+                pass
 
     def write_state(self) -> None:
         atomic_write_text(self.out / STATE_FILE, json.dumps({"run_ids": self.run_ids, "held": self.held}) + "\n")
