@@ -22,6 +22,7 @@ from analysis.cli import main as analyze
 from conftest import train
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+pytestmark = pytest.mark.xdist_group("explorer")  # one worker builds the digits run once for all of them
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ holds every logged step, so the resumed run neither repeats nor skips one. After
 
 - TensorBoard restarts with ``purge_step`` at the checkpoint's last step (readers drop every event from there on)
   and writes that step's values again from the checkpoint: one value per step, none missing;
-- MLflow writes synchronously, so ``trackers.json``, rewritten after every log, says exactly what it holds and the
-  resumed run skips those steps;
+- MLflow commits every log before it returns, so the resumed run reads from the MLflow run which steps it holds
+  and skips those;
 - wandb writes through its service process, which keeps the newest records in memory (offline: up to a 32 KiB
   block) and loses them when it dies: of its parent's SIGKILL, or of a SIGTERM sent to every process of the job
   (SLURM; wandb-core exits at once on it, wandb#9963: a tracker that fails is dropped with a one-line warning and
@@ -77,6 +77,15 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def mlflow_steps(run_id: str) -> dict[str, int]:
+    """metric -> the newest step the MLflow run holds (MLflow commits every log before it returns)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    return {key: max(m.step for m in client.get_metric_history(run_id, key))
+            for key in client.get_run(run_id).data.metrics}
+
+
 def flat_config(cfg: Any) -> dict[str, Any]:
     """``section.key -> value`` with scalars only (what every tracker's hyperparameter store takes)."""
     return {f"{section}.{key}": value if isinstance(value, (bool, int, float, str)) else str(value)
@@ -99,7 +108,7 @@ class TrackerRecorder(Recorder):
         self.run_ids: dict[str, str] = {}
         self.last_step, self.at_last = -1, {}  # newest step logged, and what was logged at it
         self.fresh = True
-        self.held: dict[str, Any] = {"step": -1, "keys": []}  # what MLflow already holds (trackers.json)
+        self.held: dict[str, int] = {}  # metric -> newest step the MLflow run holds (read from it on resume)
         self.trackers: list[Any] = []
         self.previous: Optional[tuple[int, int, int, float]] = None  # (epoch, step, count, time) of the last log
 
@@ -118,9 +127,6 @@ class TrackerRecorder(Recorder):
             return
         self.run_ids = dict(state.get("run_ids", {}))
         self.last_step, self.at_last = state.get("last_step", -1), dict(state.get("at_last", {}))
-        file = self.out / STATE_FILE
-        if file.is_file():
-            self.held = json.loads(file.read_text()).get("held", self.held)
 
     def on_fit_start(self, ctx: RunContext) -> None:
         if not self.is_main:
@@ -149,7 +155,10 @@ class TrackerRecorder(Recorder):
                                f"(wandb without an account: WANDB_MODE=offline)") from None
         self.trackers = list(accelerator.trackers)
         if "mlflow" in self.names:
+            resumed = self.run_ids.get("mlflow")
             self.run_ids["mlflow"] = accelerator.get_tracker("mlflow", unwrap=True).info.run_id
+            if resumed:
+                self.held = mlflow_steps(self.run_ids["mlflow"])
         tensorboard = [t for t in self.trackers if t.name == "tensorboard"]
         if tensorboard and self.at_last:  # the checkpoint's last step, dropped by purge_step: written again
             tensorboard[0].log(self.at_last, step=self.last_step)
@@ -188,8 +197,7 @@ class TrackerRecorder(Recorder):
         for tracker in list(self.trackers):
             new = values
             if tracker.name == "mlflow":  # what a killed earlier start logged after its last checkpoint is there
-                held_step, held_keys = self.held["step"], set(self.held["keys"])
-                new = {k: v for k, v in values.items() if step > held_step or step == held_step and k not in held_keys}
+                new = {k: v for k, v in values.items() if step > self.held.get(k, -1)}
             try:
                 if new:
                     tracker.log(new, step=step)
@@ -197,11 +205,6 @@ class TrackerRecorder(Recorder):
                 self.drop(tracker, exc)
         self.at_last = {**self.at_last, **values} if step == self.last_step else dict(values)
         self.last_step = step
-        if "mlflow" in self.names:
-            keys = set(values) | (set(self.held["keys"]) if step == self.held["step"] else set())
-            if step >= self.held["step"]:
-                self.held = {"step": step, "keys": sorted(keys)}
-            self.write_state()
 
     def drop(self, tracker: Any, exc: Exception) -> None:
         """A tracker that failed is left out for the rest of this process; the run and its CSVs go on."""
@@ -218,7 +221,8 @@ class TrackerRecorder(Recorder):
                 pass
 
     def write_state(self) -> None:
-        atomic_write_text(self.out / STATE_FILE, json.dumps({"run_ids": self.run_ids, "held": self.held}) + "\n")
+        """The tracker run ids, for people and scripts (the checkpoint holds them too)."""
+        atomic_write_text(self.out / STATE_FILE, json.dumps({"run_ids": self.run_ids}) + "\n")
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
