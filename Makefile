@@ -1,5 +1,5 @@
 # `make demo` and `make test` do all the set-up on a fresh clone: a .venv with the pinned
-# torch build, then this project (editable) with its dev and dali extras (`make test`: and DeepSpeed).
+# torch build, then this project (editable) with its dev, dali, trackers and mlflow extras (`make test`: and DeepSpeed).
 # Re-running skips the installs unless pyproject.toml or constraints.txt changed. `make test` also
 # installs, once and before pytest, the Debian packages some tests need (SLURM and munge, chromium):
 # launch/system_packages.sh, as root (not root: it says what is missing, and those tests skip).
@@ -22,13 +22,13 @@ $(PY):
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip uninstall -y -q nvidia-dali-cuda120  # replaced by the CUDA 13 build (both are nvidia.dali)
-	$(PIP) -e '.[dev,dali]'
+	$(PIP) -e '.[dev,dali,trackers,mlflow]'
 	touch $(STAMP)
 
 # The tests also cover the optional DeepSpeed backend: a pure-Python build (DS_BUILD_OPS=0, no CUDA kernels).
 # On a CPU-only machine DeepSpeed compiles its shared-memory collective on first use (~40 s); do it here, once.
 $(DS_STAMP): $(STAMP)
-	DS_BUILD_OPS=0 $(PIP) -e '.[dev,dali,deepspeed]'
+	DS_BUILD_OPS=0 $(PIP) -e '.[dev,dali,trackers,mlflow,deepspeed]'
 	$(PY) -c "from deepspeed.accelerator import get_accelerator as a; b = a().create_op_builder('ShareMemCommBuilder'); b and b.load()"
 	touch $(DS_STAMP)
 

@@ -173,6 +173,10 @@ class TrainConfig:
     progress: bool = opt(True, "show tqdm progress bars (main process only)", "--progress")
 
 
+#: ``--log-with`` choices (cg_train/recorders/trackers.py)
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
 @dataclass
 class OutputConfig:
     dir: str = opt("output", "where CSVs, checkpoints, config.yaml and logs are written", "--output-dir",
@@ -180,6 +184,15 @@ class OutputConfig:
     resume: Optional[str] = opt(
         None, "continue the run in OUTPUT_DIR from its checkpoint.pth.tar (a fresh start if there is none yet; "
         "output.resume=auto); --resume-from PATH resumes from another checkpoint file", "--resume")
+    log_with: list[str] = opt([], "also log per-step loss, lr, images/s, every per-epoch metric of the CSVs and the "
+                              "config to these experiment trackers (accelerate's), comma-separated: tensorboard, "
+                              "wandb, mlflow; files under OUTPUT_DIR (WANDB_MODE=offline: no network); a resumed run "
+                              "continues the same tracker run", "--log-with", metavar="TRACKERS",
+                              check=lambda v: next((f"has {t!r}: must be tensorboard, wandb or mlflow, each once"
+                                                    for t in v if t not in TRACKERS or list(v).count(t) > 1), None))
+    tracker_project: str = opt("cg-train", "--log-with: the project (tensorboard: subfolder; wandb: project; mlflow: "
+                               "experiment) the run is logged under; the run is named after OUTPUT_DIR",
+                               "--tracker-project", metavar="NAME")
 
 
 @dataclass

@@ -60,8 +60,9 @@ class Recorder:
                        losses: torch.Tensor) -> None:
         """Every training step, on every process; ``losses`` are per-sample and detached."""
 
-    def on_train_log(self, ctx: RunContext, epoch: int, step: int, count: int, loss: float) -> None:
-        """Every ``print_freq`` steps with the global batch size and mean loss (same on all processes)."""
+    def on_train_log(self, ctx: RunContext, epoch: int, step: int, count: int, loss: float, lr: float) -> None:
+        """Every ``print_freq`` steps with the global batch size, mean loss and learning rate (same on all
+        processes; read where the trainer reads the loss anyway, so no extra host sync)."""
 
     def on_train_epoch_end(self, ctx: RunContext, epoch: int) -> None: ...
 

@@ -69,17 +69,33 @@ def full_probs(rows, num_classes: int) -> np.ndarray:
     return dense
 
 
-def load_dynamics(run_dir: Path, source: str = "auto") -> Dynamics:
-    """Everything the detectors need from ``run_dir`` (a cg-train ``--output-dir`` with path logs)."""
-    run_dir = Path(run_dir)
-    record = read_labels(run_dir, columns=None)  # labels, paths and the removed column: one read
-    # training passes are what AUM and forgetting events are defined on
-    source, root = resolve_source(run_dir, source, prefer="train")
+@dataclass
+class PathLog:
+    """The per-sample path log a run's dynamics are read from."""
+
+    source: str  # "train" or "eval"
+    root: Path
+    parts: list  # cg_train.paths.layout.Part, in epoch order (eval: the passes after a training epoch)
+    num_classes: int
+    k: int  # top-k logged per row
+
+
+def path_log(run_dir: Path, source: str = "auto") -> PathLog:
+    """The training passes (what AUM and forgetting events are defined on) when logged, else the eval passes."""
+    source, root = resolve_source(Path(run_dir), source, prefer="train")
     parts = [p for p in find_parts(root) if source == "train" or p.epoch >= 1]
     if not parts:
         raise CgTrainError(f"{root} has no evaluation after a training epoch yet: train longer or use --source train")
     meta = pq.read_schema(parts[0].path).metadata
-    num_classes, k = int(meta[META_NUM_CLASSES]), int(meta[META_TOPK])
+    return PathLog(source, root, parts, int(meta[META_NUM_CLASSES]), int(meta[META_TOPK]))
+
+
+def load_dynamics(run_dir: Path, source: str = "auto") -> Dynamics:
+    """Everything the detectors need from ``run_dir`` (a cg-train ``--output-dir`` with path logs)."""
+    run_dir = Path(run_dir)
+    record = read_labels(run_dir, columns=None)  # labels, paths and the removed column: one read
+    log = path_log(run_dir, source)
+    source, root, parts, num_classes, k = log.source, log.root, log.parts, log.num_classes, log.k
     n = len(record)
     columns = ["index", "observed_label"] + list(LOGGED) + [f"top{i}_{c}" for i in range(1, k + 1)
                                                            for c in ("class", "prob")]

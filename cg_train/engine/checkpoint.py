@@ -24,7 +24,7 @@ INITIAL = "initial_state.pth.tar"
 MAY_CHANGE = ("data.dir", "data.workers", "data.dali_threads", "data.dali_prefetch", "data.listing_cache",
               "speed.dali_readers",
               "train.print_freq", "train.progress", "train.cpu", "output.dir", "output.resume",
-              "supervision.accept_weak_targets")
+              "supervision.accept_weak_targets", "output.log_with", "output.tracker_project")
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

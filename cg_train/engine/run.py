@@ -26,6 +26,7 @@ from ..noise import is_corrupt, write_corruption_record
 from ..optim import build_optimizer, build_scheduler
 from ..results import RESULT_CSVS
 from ..recorders import RunContext, build_recorders
+from ..recorders.trackers import accelerator_kwargs as tracker_kwargs
 from ..supervision import Supervision
 from ..augment import build_augmentation
 from . import checkpoint, deepspeed_backend, fast_path, supervision_checks
@@ -82,10 +83,11 @@ def make_accelerator(cfg: Config) -> Accelerator:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if cpu and cfg.train.mixed_precision == "fp16":
         raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 on CPU")
+    trackers = tracker_kwargs(cfg)  # --log-with: accelerate's experiment trackers
     if cfg.train.deepspeed:
         return Accelerator(mixed_precision=cfg.train.mixed_precision,
-                           **deepspeed_backend.accelerator_kwargs(cfg, cpu))
-    return Accelerator(cpu=cpu, mixed_precision=cfg.train.mixed_precision)
+                           **deepspeed_backend.accelerator_kwargs(cfg, cpu), **trackers)
+    return Accelerator(cpu=cpu, mixed_precision=cfg.train.mixed_precision, **trackers)
 
 
 def input_sizes(cfg: Config) -> tuple[int, int]:

@@ -115,9 +115,9 @@ class Trainer:
             self.recorders.on_train_batch(self.ctx, epoch, step, batch, logits, losses)
             if step % self.cfg.train.print_freq == 0:
                 count, loss_sum = stats[:2].tolist()
-                loss = loss_sum / max(count, 1)
-                self.recorders.on_train_log(self.ctx, epoch, step, int(count), loss)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
+                loss, lr = loss_sum / max(count, 1), self.optimizer.param_groups[0]["lr"]
+                self.recorders.on_train_log(self.ctx, epoch, step, int(count), loss, lr)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
             bar.update()
             if step % STOP_POLL_STEPS == 0 and not stopping:
                 stopping = bool(stats[2].item())  # the same summed flag on every process

@@ -58,9 +58,9 @@ class Recorders(Recorder):
             if len(batch.indices) or rec.collective:
                 rec.on_train_batch(ctx, epoch, step, batch, logits, losses)
 
-    def on_train_log(self, ctx: RunContext, epoch: int, step: int, count: int, loss: float) -> None:
+    def on_train_log(self, ctx: RunContext, epoch: int, step: int, count: int, loss: float, lr: float) -> None:
         for rec in self.recorders.values():
-            rec.on_train_log(ctx, epoch, step, count, loss)
+            rec.on_train_log(ctx, epoch, step, count, loss, lr)
 
     def on_train_epoch_end(self, ctx: RunContext, epoch: int) -> None:
         for rec in self.recorders.values():
@@ -100,4 +100,4 @@ def build_recorders(ctx: RunContext, extra: Optional[dict[str, Recorder]] = None
     return Recorders({**{name: rec for name, rec in made.items() if rec is not None}, **(extra or {})})
 
 
-from . import calibration, epoch_csv, learned, p_smoothing, paths, seed002, skipped  # noqa: E402,F401,I001  (register)
+from . import calibration, epoch_csv, learned, p_smoothing, paths, seed002, skipped, trackers  # noqa: E402,F401,I001  (register)

@@ -22,7 +22,7 @@ class EpochCsvRecorder(Recorder):
         self.logs.update({phase: CsvLog(out / f"{phase}.csv", EVAL_COLUMNS) for phase in EVAL_PHASES})
         self.is_main = ctx.is_main
 
-    def on_train_log(self, ctx: RunContext, epoch: int, step: int, count: int, loss: float) -> None:
+    def on_train_log(self, ctx: RunContext, epoch: int, step: int, count: int, loss: float, lr: float) -> None:
         if self.is_main:
             self.logs["train"].append((epoch, step, count, loss))
 
