@@ -18,7 +18,7 @@ Targets: torchvision+paths >= 1.0x, dali+paths >= 1.3x, path logging <= 2 %.
 
     python benchmarks/step_overhead.py                      # 3 rounds, the issue's setting
     python benchmarks/step_overhead.py --rounds 5 --append BENCHMARKS.md --machine "..."
-    python benchmarks/step_overhead.py --quick              # 1,000 images, 1 epoch, 3 rounds: minutes
+    python benchmarks/step_overhead.py --quick              # 500 images, 1 epoch, 3 rounds: minutes
     python benchmarks/step_overhead.py --modes plain,torchvision+paths -- --channels-last
 
 Arguments after ``--`` go to every cg-train run. ``benchmarks/step_costs.py`` shows where a
@@ -56,11 +56,11 @@ TABLE_HEAD = ("| date | machine | command | mode | img/s (median) | vs plain loo
 
 
 def prepare_data(work: Path, quick: bool) -> Path:
-    """The embedded demo digits (4,000 training JPEGs); --quick: the first 100 of each class (1,000)."""
+    """The embedded demo digits (4,000 training JPEGs); --quick: the first 50 of each class (500)."""
     from cg_train.data.demo import demo_subset, prepare_demo
 
     data = prepare_demo(work / "digits")
-    return demo_subset(data, work / "digits_1k", 100, 20) if quick else data
+    return demo_subset(data, work / "digits_500", 50, 10) if quick else data
 
 
 def engine_run(args: argparse.Namespace, data: Path, out: Path, loader: str, extra: list[str]) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def engine_run(args: argparse.Namespace, data: Path, out: Path, loader: str, ext
     if args.device == "cpu":
         flags.append("--cpu")
     command = [sys.executable, "-m", "cg_train", str(data), *flags]
-    result = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, text=True)
+    result = subprocess.run(command, cwd=REPO, env=env(args), capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"cg-train failed ({result.returncode}): {shlex.join(command)}\n{result.stderr[-3000:]}")
     passes = [(int(n), float(s)) for _, n, s, _ in EPOCH_LINE.findall((out / "log.txt").read_text())]
@@ -84,16 +84,17 @@ def plain_run(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     command = [sys.executable, str(REPO / "benchmarks" / "plain_loop.py"), str(data), "--arch", args.arch,
                "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
                "--workers", str(args.workers), "--epochs", str(args.epochs), "--device", args.device]
-    result = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, text=True)
+    result = subprocess.run(command, cwd=REPO, env=env(args), capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"the plain loop failed ({result.returncode}):\n{result.stderr[-3000:]}")
     passes = json.loads(result.stdout.strip().splitlines()[-1])["passes"]
     return {"images": sum(p["images"] for p in passes), "seconds": sum(p["seconds"] for p in passes)}
 
 
-def env() -> dict[str, str]:
+def env(args: argparse.Namespace) -> dict[str, str]:
+    threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
     return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "PYTHONUNBUFFERED": "1"}
+            "PYTHONUNBUFFERED": "1", **threads}
 
 
 def spread(values: list[float]) -> str:
@@ -138,7 +139,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="an ImageFolder root (default: the demo digits, written here)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the medians need >= 3)")
-    parser.add_argument("--quick", action="store_true", help="1,000 images, 1 epoch")
+    parser.add_argument("--quick", action="store_true", help="500 images, 1 epoch")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {', '.join(MODES)}")
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--image-size", type=int, default=32)
@@ -146,6 +147,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for both sides (0: torch's "
+                        "default); 1 makes an oversubscribed shared machine's figures less noisy")
     parser.add_argument("--machine", default=None, help="the machine, in words, for --append")
     parser.add_argument("--append", default=None, metavar="BENCHMARKS.md", help="add the result rows to this file")
     parser.add_argument("--json", default=None, help="write the report as JSON here")
@@ -163,8 +166,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         work = Path(tmp)
         data = Path(args.data) if args.data else prepare_data(work, args.quick)
         print(f"{args.arch} at {args.image_size} px, batch {args.batch_size}, {args.workers} workers, "
-              f"{args.epochs} epoch(s), {args.device}, data {data}; {args.rounds} round(s) of {', '.join(modes)}",
-              flush=True)
+              f"{args.epochs} epoch(s), {args.device}, torch threads {args.threads or 'default'}, data {data}; "
+              f"{args.rounds} round(s) of {', '.join(modes)}", flush=True)
         for r in range(args.rounds):
             order = modes[r % len(modes):] + modes[:r % len(modes)]  # rotate: no mode always runs first
             rates: dict[str, float] = {}
@@ -190,7 +193,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     report = {"setup": {"date": time.strftime("%Y-%m-%d"), "command": f"python benchmarks/step_overhead.py {given}".strip(),
                         "machine": args.machine or f"{args.device}, {os.cpu_count()} CPUs", "arch": args.arch,
                         "image_size": args.image_size, "batch_size": args.batch_size, "workers": args.workers,
-                        "epochs": args.epochs, "rounds": args.rounds},
+                        "epochs": args.epochs, "rounds": args.rounds, "threads": args.threads or "default"},
               "rounds": rounds, "runs": runs, "summary": summary}
     return publish(report, markdown_rows(report), args.json, args.append, TABLE_HEADER, TABLE_HEAD)
 
