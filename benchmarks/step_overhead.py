@@ -5,7 +5,7 @@ embedded digits (``cg-train prepare-demo``: 4,000 training JPEGs), batch 64, 2
 DataLoader workers (or 2 DALI threads), constant lr, 2 epochs. Each round runs, as
 fresh processes in a rotating order so that load from other jobs hits every mode alike:
 
-* ``plain``: ``benchmarks/plain_loop.py`` (ImageFolder + DataLoader + model + SGD, ~80 lines);
+* ``plain``: ``benchmarks/plain_loop.py`` (ImageFolder + DataLoader + model + SGD, 70 lines);
 * ``torchvision`` / ``torchvision+paths``: ``cg-train`` with ``--loader torchvision``, without / with ``--paths``;
 * ``dali`` / ``dali+paths``: the same with ``--loader dali`` (CPU mode on a machine without a GPU).
 
