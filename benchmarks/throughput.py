@@ -24,10 +24,8 @@ Arguments after ``--`` go to every cg-train run (e.g. ``--channels-last --compil
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -42,11 +40,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.loader import photo_like  # noqa: E402
+from benchmarks.report import publish, split_argv  # noqa: E402
 
 #: bf16 dense Tensor Core peak (TFLOP/s) by device-name fragment, from NVIDIA's data sheets (SXM parts).
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "V100": 125.0}
 EPOCH_LINE = re.compile(r"epoch (\d+): trained on (\d+) samples, .* ([\d.]+) s \(([\d.]+) img/s\)")
 TABLE_HEADER = "## Training throughput (`benchmarks/throughput.py`)"
+TABLE_HEAD = "| date | machine | command | mode | img/s | ratio |\n| --- | --- | --- | --- | --- | --- |\n"
 
 
 def write_dataset(root: Path, images: int, size: tuple[int, int], classes: int = 4) -> None:
@@ -152,25 +152,8 @@ def markdown_rows(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def append_rows(path: Path, report: dict[str, Any]) -> None:
-    """Add this run's rows under the throughput table of ``path`` (the table is created if missing)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if TABLE_HEADER not in text:
-        text += (f"\n{TABLE_HEADER}\n\n| date | machine | command | mode | img/s | ratio |\n"
-                 "| --- | --- | --- | --- | --- | --- |\n")
-    head, _, tail = text.partition(TABLE_HEADER)
-    table_end = re.search(r"\n(?!\|)[^\n]", tail[tail.index("| date"):])
-    cut = tail.index("| date") + table_end.start() + 1 if table_end else len(tail)
-    rest = tail[cut:]
-    tail = tail[:cut].rstrip("\n") + "\n" + markdown_rows(report) + ("\n" + rest if rest else "")
-    path.write_text(head + TABLE_HEADER + tail)
-
-
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    given = shlex.join(argv)
-    passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    given, argv, passthrough = split_argv(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="simple_cnn")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -223,12 +206,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     report["summary"] = summarise(rows, flops, peak)
     for key, value in report["summary"].items():
         print(f"  {key}: {value:.3f}")
-    print(markdown_rows(report), end="")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-    if args.append:
-        append_rows(Path(args.append), report)
-    return report
+    return publish(report, markdown_rows(report), args.json, args.append, TABLE_HEADER, TABLE_HEAD)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class RunContext:
 
 
 class Recorder:
-    """Base class with no-op hooks; override what you need."""
+    """Base class with no-op hooks; override what you need (a hook left as this no-op is never called)."""
 
     #: True: ``on_train_batch`` communicates, so it runs even on a process whose batch is empty
     #: (every image of its share unreadable); otherwise it is called for non-empty batches only.

@@ -8,7 +8,8 @@ continues (they are in the checkpoint's config), so it continues with the same k
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -72,3 +73,28 @@ def maybe_compile(model: torch.nn.Module, cfg: "Config", accelerator: "Accelerat
     model.compile()
     log.info("--compile: the model compiles during its first steps (minutes for a ResNet-50)")
     return model
+
+
+def step_calls(accelerator: "Accelerator", optimizer: torch.optim.Optimizer
+               ) -> tuple[Callable[[torch.Tensor], None], Callable[[], None], Callable[[], None]]:
+    """(backward, optimizer step, zero_grad) for the trainer's step.
+
+    accelerate's wrappers look up optional packages and signatures on every call (``is_lomo_available``
+    twice per ``AcceleratedOptimizer.step``, ``inspect.signature`` per ``zero_grad``: about 0.12 ms of host
+    time per step on an idle CPU core, several times that under load; ``benchmarks/step_costs.py
+    --intrinsic``) and otherwise only call torch. Where they have nothing else to do (no
+    loss scaler, no DeepSpeed/XLA/Megatron engine, no accelerate-managed accumulation: the trainer
+    accumulates itself) the step calls torch directly: the same arithmetic (accelerate's ``loss / 1``
+    is exact), without the lookups.
+    """
+    from accelerate.optimizer import AcceleratedOptimizer
+    from accelerate.utils import DistributedType
+
+    plain = (type(optimizer) is AcceleratedOptimizer and accelerator.scaler is None
+             and accelerator.gradient_accumulation_steps == 1
+             and accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.XLA,
+                                                      DistributedType.MEGATRON_LM))
+    if not plain:
+        return accelerator.backward, optimizer.step, partial(optimizer.zero_grad, set_to_none=True)
+    inner = optimizer.optimizer
+    return torch.Tensor.backward, inner.step, partial(inner.zero_grad, set_to_none=True)

@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any, NoReturn, Optional
+from typing import Any, NamedTuple, NoReturn, Optional, Union
 
 import numpy as np
 import torch
@@ -30,14 +30,27 @@ from ..data.manifest import Batch
 from ..errors import CgTrainError
 from ..recorders import Recorders, RunContext
 from ..supervision import Supervision
-from . import checkpoint, deepspeed_backend
+from . import checkpoint, deepspeed_backend, fast_path
 from .evaluate import evaluate
 from .preemption import StopSignals, TrainingInterrupted, signal_names
 
 log = logging.getLogger("cg_train")
 
-#: A stop request is read every this many steps: reading a GPU value waits for the GPU, so not every step.
+#: With several processes the summed stop request is read every this many steps: reading a GPU value
+#: waits for the GPU, so not every step. One process reads its own (host) flag every step.
 STOP_POLL_STEPS = 4
+
+
+class StepStats(NamedTuple):
+    """One step's sample count, loss sum and stop requests, the same on every process.
+
+    One process: ``count`` and ``stop`` are host values (nothing to agree on, nothing to compute on the
+    device); several: device scalars of the step's one all-reduce. ``loss_sum`` is a float64 device scalar.
+    """
+
+    count: Union[float, torch.Tensor]
+    loss_sum: torch.Tensor
+    stop: Union[bool, torch.Tensor]
 
 
 @dataclass
@@ -64,8 +77,11 @@ class Trainer:
         self.ctx, self.cfg, self.accelerator = ctx, ctx.cfg, ctx.accelerator
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.recorders, self.crop_size = recorders, crop_size
-        self.supervision = supervision  # per-sample losses of --method (None: cross-entropy)
-        self.augment = augment  # --da on the device after the loader (None: none)
+        # what runs per step only when active: --method's losses (None: plain cross-entropy, computed
+        # inline), --da (None: none); recorders without per-step hooks are not in Recorders' per-step lists
+        self.supervision = supervision if supervision is not None and supervision.active else None
+        self.augment = augment
+        self.backward, self.optimizer_step, self.zero_grad = fast_path.step_calls(self.accelerator, optimizer)
         self.fixed = self.cfg.augment.fix_student  # --fix-student: forward only, nothing is updated
         self.stop = stop if stop is not None else StopSignals(signals=())
         self.stopped_by: list[str] = []  # set when a checkpoint is saved because of a stop signal
@@ -102,7 +118,8 @@ class Trainer:
         loader = self.ctx.data.train_loader
         loader.set_epoch(epoch, start_step=self.state.step)
         total = self.state.step + len(loader)
-        sums = torch.zeros(2, dtype=torch.float64, device=self.accelerator.device)  # count, loss
+        count, loss_sum = 0.0, torch.zeros((), dtype=torch.float64, device=self.accelerator.device)
+        poll = 1 if self.ctx.world_size == 1 else STOP_POLL_STEPS  # a host flag costs nothing to read
         bar = progress_bar(total, f"epoch {epoch} train", self.progress, initial=self.state.step)
         stopping = False
         started = time.perf_counter()
@@ -111,39 +128,47 @@ class Trainer:
             if self.augment is not None:
                 batch = self.augment(batch, epoch, step)
             logits, losses, stats = self.train_step(batch, step, total)
-            sums += stats[:2]
+            count += stats.count
+            loss_sum += stats.loss_sum
             self.recorders.on_train_batch(self.ctx, epoch, step, batch, logits, losses)
             if step % self.cfg.train.print_freq == 0:
-                count, loss_sum = stats[:2].tolist()
-                loss, lr = loss_sum / max(count, 1), self.optimizer.param_groups[0]["lr"]
-                self.recorders.on_train_log(self.ctx, epoch, step, int(count), loss, lr)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
+                self.log_train(epoch, step, stats, bar)
             bar.update()
-            if step % STOP_POLL_STEPS == 0 and not stopping:
-                stopping = bool(stats[2].item())  # the same summed flag on every process
+            if not stopping and step % poll == 0:
+                stopping = bool(stats.stop)  # the same (summed) flag on every process
             if stopping and self.ends_accumulation_group(step, total):
                 bar.close()
                 self.interrupt(next_step=step + 1)
         bar.close()
         self.report_skipped(epoch, "train", loader)
-        count, loss_sum = sums.tolist()  # waits for the last step, so the time below is the epoch's
+        count, loss_sum = float(count), loss_sum.item()  # waits for the last step, so the time below is the epoch's
         seconds = time.perf_counter() - started
         log.info("epoch %d: trained on %d samples, mean loss %.4f, lr %.4g, %.1f s (%.1f img/s)", epoch,
                  int(count), loss_sum / max(count, 1), self.optimizer.param_groups[0]["lr"], seconds,
                  count / max(seconds, 1e-9))
 
-    def train_step(self, batch: Batch, step: int, total: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def log_train(self, epoch: int, step: int, stats: StepStats, bar: Any) -> None:
+        """Every --print-freq steps: the global batch's size and mean loss to the recorders and the bar."""
+        count, loss_sum = float(stats.count), stats.loss_sum.item()  # a deliberate read, outside the step
+        loss, lr = loss_sum / max(count, 1), self.optimizer.param_groups[0]["lr"]
+        self.recorders.on_train_log(self.ctx, epoch, step, int(count), loss, lr)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
+
+    def train_step(self, batch: Batch, step: int, total: int) -> tuple[torch.Tensor, torch.Tensor, StepStats]:
         """Forward/backward one mini-batch; step the optimizer at the end of an accumulation group.
 
         The loss is scaled so that averaging gradients over W processes gives the
         mean over the *global* batch, even when processes hold unequal shares:
-        1 process and W processes then take the same optimizer step. The returned
-        stats (count, loss sum, stop requests) are summed over processes, so every
-        process sees the same stop decision at no extra communication.
+        1 process and W processes then take the same optimizer step. With several
+        processes the stats (count, loss sum, stop requests) are summed in one
+        all-reduce, so every process sees the same stop decision at no extra
+        communication; one process has nothing to agree on and keeps count and
+        stop request on the host.
         """
         accelerator, world = self.accelerator, self.ctx.world_size
-        images, weight = model_input(batch), 1.0
-        targets = mixed_targets(batch, self.ctx.data.train.num_classes)
+        images, targets, weight = batch.images, batch.observed_labels, 1.0
+        if self.augment is not None:  # --lw-mix: the batch and its augmented copy; a mixing --da: soft targets
+            images, targets = model_input(batch), mixed_targets(batch, self.ctx.data.train.num_classes)
         if len(batch.indices) == 0:
             # Every image of this process's share was unreadable: a weightless dummy keeps DDP in step.
             images = torch.zeros(1, 3, self.crop_size, self.crop_size, device=accelerator.device)
@@ -154,21 +179,28 @@ class Trainer:
         with nullcontext() if sync else accelerator.no_sync(self.model), torch.set_grad_enabled(not self.fixed):
             logits = self.model(images)
             if self.supervision is None:
-                losses = F.cross_entropy(logits.float(), targets, reduction="none") * weight
+                losses = F.cross_entropy(logits.float(), targets, reduction="none")
             else:
-                losses = self.supervision(batch, images, targets, logits) * weight
-            # fill kernels, not torch.tensor([...], device=cuda): a pageable copy would wait for the forward pass
-            stats = torch.stack([losses.new_full((), len(batch.indices), dtype=torch.float64),
-                                 losses.detach().sum().double(),
-                                 losses.new_full((), float(self.stop.requested), dtype=torch.float64)])
-            if world > 1:
-                stats = accelerator.reduce(stats, reduction="sum")
-            loss = losses.sum() * (world / stats[0].clamp(min=1.0).float()) / group_len
+                losses = self.supervision(batch, images, targets, logits)
+            if weight != 1.0:
+                losses = losses * weight
+            loss_sum = losses.detach().sum().double()
+            if world == 1:
+                stats = StepStats(float(len(batch.indices)), loss_sum, self.stop.requested)
+                scale = 1.0 / max(stats.count, 1.0)
+            else:
+                # fill kernels, not torch.tensor([...], device=cuda): a pageable copy would wait for the forward
+                summed = accelerator.reduce(torch.stack([
+                    losses.new_full((), len(batch.indices), dtype=torch.float64), loss_sum,
+                    losses.new_full((), float(self.stop.requested), dtype=torch.float64)]), reduction="sum")
+                stats = StepStats(summed[0], summed[1], summed[2])
+                scale = world / summed[0].clamp(min=1.0).float()
+            loss = losses.sum() * scale / group_len
             if not self.fixed:
-                accelerator.backward(loss)
+                self.backward(loss)
         if sync and not self.fixed:
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer_step()
+            self.zero_grad()
         return logits[:len(losses)].detach(), losses.detach(), stats  # --lw-mix: the original rows
 
     def accumulation_group(self, step: int, total: int) -> tuple[int, int]:

@@ -20,6 +20,11 @@ output directory is checked).
 
 A factory registered in ``RECORDERS`` returns a recorder, or None when the
 config does not ask for it.
+
+Only recorders that override a hook are called for it: the per-step hooks
+(``on_train_batch``, ``on_train_log``, ``on_eval_batch``) run through lists of
+the recorders that do something there, so a recorder that is not enabled, or
+one that only writes per epoch, costs a training step nothing.
 """
 from __future__ import annotations
 
@@ -42,11 +47,19 @@ RecorderFactory = Callable[[RunContext], Optional[Recorder]]
 RECORDERS: Registry[RecorderFactory] = Registry("recorder", "recorders")
 
 
+def overrides(recorder: Recorder, hook: str) -> bool:
+    """Whether ``recorder`` does anything in ``hook`` (its class replaced the base class's no-op)."""
+    return getattr(type(recorder), hook) is not getattr(Recorder, hook)
+
+
 class Recorders(Recorder):
-    """Calls every enabled recorder's hook, in registration order."""
+    """Calls every enabled recorder's hook, in registration order; per-step hooks only where overridden."""
 
     def __init__(self, recorders: dict[str, Recorder]):
         self.recorders = recorders
+        self.per_train_batch = [rec for rec in recorders.values() if overrides(rec, "on_train_batch")]
+        self.per_train_log = [rec for rec in recorders.values() if overrides(rec, "on_train_log")]
+        self.per_eval_batch = [rec for rec in recorders.values() if overrides(rec, "on_eval_batch")]
 
     def on_fit_start(self, ctx: RunContext) -> None:
         for rec in self.recorders.values():
@@ -54,12 +67,12 @@ class Recorders(Recorder):
 
     def on_train_batch(self, ctx: RunContext, epoch: int, step: int, batch: "Batch", logits: torch.Tensor,
                        losses: torch.Tensor) -> None:
-        for rec in self.recorders.values():
-            if len(batch.indices) or rec.collective:
+        for rec in self.per_train_batch:
+            if rec.collective or len(batch.indices):
                 rec.on_train_batch(ctx, epoch, step, batch, logits, losses)
 
     def on_train_log(self, ctx: RunContext, epoch: int, step: int, count: int, loss: float, lr: float) -> None:
-        for rec in self.recorders.values():
+        for rec in self.per_train_log:
             rec.on_train_log(ctx, epoch, step, count, loss, lr)
 
     def on_train_epoch_end(self, ctx: RunContext, epoch: int) -> None:
@@ -71,7 +84,7 @@ class Recorders(Recorder):
         return tuple(dict.fromkeys(wanted))  # each phase once, in order
 
     def on_eval_batch(self, ctx: RunContext, phase: str, epoch: int, batch: "Batch", logits: torch.Tensor) -> None:
-        for rec in self.recorders.values():
+        for rec in self.per_eval_batch:
             rec.on_eval_batch(ctx, phase, epoch, batch, logits)
 
     def on_eval(self, ctx: RunContext, phase: str, epoch: int, result: "EvalResult") -> None:

@@ -65,6 +65,9 @@ class Method:
     table: Optional[str] = None  # None, "targets" or "labels"
     #: the teachers only give a sample's initial learned label: skipped once every trained sample has one
     teacher_for_first_visits: bool = False
+    #: the losses are exactly ``F.cross_entropy(logits.float(), targets, reduction="none")`` and nothing else
+    #: runs: the trainer computes them itself and never calls the method (``Supervision.active`` is False)
+    plain_cross_entropy: bool = False
 
     def __init__(self, cfg: "SupervisionConfig", num_classes: int):
         self.cfg, self.num_classes = cfg, num_classes
@@ -153,6 +156,12 @@ class Supervision(Recorder):
         self.labels_complete = False  # every trained sample has a learned label (Method.teacher_for_first_visits)
         self.last_teacher_logits: Optional[torch.Tensor] = None
         self.last_logits: Optional[torch.Tensor] = None
+
+    @property
+    def active(self) -> bool:
+        """False for plain cross-entropy: then the trainer computes the losses inline and this object only
+        keeps its checkpoint state (nothing of it runs per step)."""
+        return not self.method.plain_cross_entropy or bool(self.teachers) or self.table is not None
 
     # ------------------------------------------------------------------ the loss
     def __call__(self, batch: Batch, images: torch.Tensor, targets: torch.Tensor,

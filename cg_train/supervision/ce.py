@@ -10,6 +10,8 @@ from . import METHODS, Extras, Method
 
 @METHODS.register("ce", help="cross-entropy on the observed label (the default)")
 class CrossEntropy(Method):
+    plain_cross_entropy = True  # the trainer's own loss line: Supervision is not called per step
+
     def losses(self, batch: Batch, logits: torch.Tensor, extras: Extras) -> torch.Tensor:
         return F.cross_entropy(logits.float(), batch.observed_labels, reduction="none")
 
