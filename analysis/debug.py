@@ -60,10 +60,10 @@ def read_run(run: Path) -> Optional[dict]:
     point = read_point(run)
     if point is None:
         return None
+    if point["fold"] is not None:
+        return None
     cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
     noise = cfg.get("noise") or {}
-    if noise.get("fold") is not None:
-        return None
     point["seed"] = (cfg.get("train") or {}).get("seed")
     record_path = run / "corruption.parquet"
     record = pd.read_parquet(record_path) if record_path.is_file() else None

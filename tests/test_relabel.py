@@ -216,3 +216,6 @@ def test_debug_report_equals_the_runs_files(runs: Path) -> None:
     assert report.loc["relabelled", "labels_changed"] == (truth["new_label"] != truth["old_label"]).sum()
     assert report.loc["removed", "variant"] == "aum 0.2" and report.loc["relabelled", "variant"] == "aum 0.2, truth"
     assert "| relabelled | aum 0.2, truth | 100.0% |" in (sweep / "debug.md").read_text()
+    # the remove-and-retrain table keeps to its own runs: no relabelled run posing as a noisy baseline
+    assert analyze(["retrain", str(sweep), "-o", str(runs / "retrain")]) == 0
+    assert sorted(pd.read_csv(runs / "retrain" / "retrain.csv").remove_ratio) == [0.0, 0.2]
