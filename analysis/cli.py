@@ -2,7 +2,8 @@
 
 ``cg-analyze EXPERIMENTS_DIR [--output DIR]``: seed 004's figures, a summary table for every experiment,
 and reliability diagrams (``analysis/cg_curves.py``); ``cg-analyze COMMAND ...`` runs a registered command
-(``noise``, ``train-detector``, ``paths``, ``retrain``, ``explore``, ``kd``, ``kd-da``; each has ``--help``).
+(``noise``, ``train-detector``, ``paths``, ``retrain``, ``kfold``, ``relabel``, ``debug``, ``explore``,
+``kd``, ``kd-da``; each has ``--help``).
 
 ``main(argv) -> int`` is the entry other tools call (``cg-launch collect``): it never raises or exits on
 bad experiment files or arguments, reports each problem as one ``cg-analyze: warning:`` line on stderr,
@@ -14,7 +15,8 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from . import cg_curves, explore, kd, kd_da, noise_cli  # noqa: F401  (register their commands)
+(``noise``, ``train-detector``, ``paths``, ``retrain``, ``kfold``, ``relabel``, ``debug``, ``explore``,
+``kd``, ``kd-da``; each has ``--help``).
 from .commands import COMMANDS
 
 

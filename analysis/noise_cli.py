@@ -41,12 +41,16 @@ def samples_arg(value: str) -> list[int]:
 
 
 def noise(args: argparse.Namespace) -> list[Path]:
-    from .detectors import DETECTORS, load_dynamics
+    from .detectors import load_dynamics, usable_detectors
     from .noise_report import write_report
 
     run = Path(args.run_dir)
     dyn = load_dynamics(run, args.source)
-    names = args.detectors or DETECTORS.names()
+    if args.oos:
+        from .kfold import oos_probabilities
+
+        dyn.oos_probs = oos_probabilities(Path(args.oos), dyn.observed)
+    names = args.detectors or usable_detectors(dyn)
     return write_report(dyn, Path(args.output or run / "noise"), names, args.detector, args.dpi, args.samples)
 
 
@@ -84,11 +88,15 @@ def build_parsers() -> dict[str, tuple[argparse.ArgumentParser, Callable[[argpar
     noise_p.add_argument("run_dir", metavar="RUN_DIR", help="a cg-train --output-dir trained with --paths and/or "
                          "--paths-eval")
     noise_p.add_argument("--detectors", type=detectors_arg, help="comma-separated detectors (default: all of "
-                         "aum, confident_learning, forgetting, lstm, mean_loss)")
+                         "aum, confident_learning, forgetting, lstm, mean_loss, and confident_learning_oos with "
+                         "--oos)")
     noise_p.add_argument("--detector", type=Path, metavar="FILE", help="LSTM detector file for 'lstm' (default: "
                          "the one shipped, trained on the embedded MNIST digits)")
     noise_p.add_argument("--samples", type=samples_arg, help="learning paths of these sample indices (default: the "
                          "6 most and 6 least suspicious)")
+    noise_p.add_argument("--oos", metavar="KFOLD_DIR|FILE", help="K-fold out-of-sample predictions of the same "
+                         "labels (a `cg-launch kfold` directory, merged here, or its oos_predictions.parquet): adds "
+                         "the confident_learning_oos detector (cleanlab on cross-validated probabilities)")
 
     train_p = argparse.ArgumentParser(prog="cg-analyze train-detector", description="Train seed 002's 2-layer "
                                       "LSTM noise detector on runs with synthetic noise; save it as FILE.")

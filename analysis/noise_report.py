@@ -3,7 +3,8 @@
 Writes to the output folder (default ``RUN_DIR/noise``):
 
 - ``scores.parquet``: ``index, path, observed, true (-1 unknown), is_corrupt``, one score column per
-  detector (higher = more likely mislabeled) and ``confident_learning_flagged`` (cleanlab's set);
+  detector (higher = more likely mislabeled) and ``confident_learning_flagged`` (cleanlab's set;
+  ``confident_learning_oos_flagged`` on the out-of-sample probabilities of ``--oos``);
 - ``detectors.csv``: AUROC, mAP (average precision) and precision at the true noise rate per detector,
   from scikit-learn, over the samples whose true label is known (only when some are corrupt);
 - ``roc_pr``, ``score_hist``, ``suspicious`` and ``paths`` figures (PNG + PDF) and ``noise_report.md``.
@@ -25,6 +26,8 @@ from .detectors.dynamics import true_noise_rate
 from .detectors.lstm import score_with
 
 ID_COLUMNS = ("index", "path", "observed", "true", "is_corrupt")
+#: confident-learning columns that get cleanlab's flagged set too, and whether theirs are out-of-sample
+FLAGGED = (("confident_learning", False), ("confident_learning_oos", True))
 FIGURES = ("roc_pr", "score_hist", "suspicious", "paths")
 
 
@@ -34,8 +37,9 @@ def score_run(dyn: Dynamics, names: Sequence[str], lstm_file: Optional[Path] = N
                           "observed": dyn.observed, "true": dyn.true, "is_corrupt": dyn.is_corrupt})
     for name in names:
         table[name] = score_with(lstm_file, dyn) if name == "lstm" and lstm_file else DETECTORS.get(name)(dyn)
-    if "confident_learning" in names:
-        table["confident_learning_flagged"] = flagged(dyn)
+    for name, out_of_sample in FLAGGED:
+        if name in names:
+            table[f"{name}_flagged"] = flagged(dyn, out_of_sample)
     return table
 
 
@@ -165,9 +169,12 @@ def write_markdown(dyn: Dynamics, table: pd.DataFrame, metrics: pd.DataFrame, be
         for row in metrics.sort_values("auroc", ascending=False).itertuples():
             lines.append(f"| {row.detector} | {row.auroc:.4f} | {row.map:.4f} | {row.precision_at_noise_rate:.4f} |")
         lines += ["", "![ROC and precision-recall](roc_pr.png)", ""]
-    if "confident_learning_flagged" in table:
-        flags = table.confident_learning_flagged.to_numpy(bool)
-        line = f"cleanlab flags {int(flags.sum())} samples as label issues"
+    for name, out_of_sample in FLAGGED:
+        if f"{name}_flagged" not in table:
+            continue
+        flags = table[f"{name}_flagged"].to_numpy(bool)
+        probs = "K-fold out-of-sample" if out_of_sample else "epoch-averaged in-sample"
+        line = f"cleanlab flags {int(flags.sum())} samples as label issues on the {probs} probabilities"
         if len(metrics):
             from sklearn.metrics import precision_score, recall_score
 

@@ -4,7 +4,8 @@ Every run under SWEEP_DIR with a ``config.yaml`` and a ``test.csv`` is one point
 its ``noise.remove_ratio`` / ``noise.exclude`` / ``noise.detector`` and noise
 setting from the config, its final and best test top-1 from ``test.csv``, and
 how many of the removed samples were corrupt (from ``corruption.parquet``).
-Writes ``retrain.csv``, ``retrain.md`` and a ``retrain`` figure (PNG + PDF).
+Fold runs of a K-fold launch and runs on a ``--labels`` table are left out
+(``cg-analyze debug`` puts relabelled training next to removal). Writes ``retrain.csv``, ``retrain.md`` and a ``retrain`` figure (PNG + PDF).
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def read_point(run: Path) -> dict | None:
     point = {"run": str(run), "noise_type": noise.get("noise_type"), "corrupt_fraction": noise.get("corrupt_fraction"),
              "detector": noise.get("detector") or ("exclude file" if noise.get("exclude") else "none"),
              "remove_ratio": float(noise.get("remove_ratio") or 0.0),
-             "final_acc1": float(test.acc1.iloc[-1]), "best_acc1": float(test.acc1.max()), "epochs": len(test)}
+             "final_acc1": float(test.acc1.iloc[-1]), "best_acc1": float(test.acc1.max()), "epochs": len(test),
+             "labels": noise.get("labels"), "fold": noise.get("fold")}
     record = run / "corruption.parquet"
     if record.is_file():
         table = pd.read_parquet(record)
@@ -46,7 +48,9 @@ def write_retrain(sweep_dir: Path, out: Path, dpi: int = 110) -> list[Path]:
 
     if not sweep_dir.is_dir():
         raise CgTrainError(f"{sweep_dir} is not a directory: pass the folder that holds the retrained runs")
-    points = [p for run in find_experiment_dirs(sweep_dir) if (p := read_point(run))]
+    # K-fold fold runs and relabelled runs are not points of remove-and-retrain (cg-analyze debug shows the latter)
+    points = [p for run in find_experiment_dirs(sweep_dir)
+              if (p := read_point(run)) and p["fold"] is None and not p["labels"]]
     if not points:
         raise CgTrainError(f"no run with config.yaml and test.csv under {sweep_dir}")
     table = pd.DataFrame(points).sort_values(["noise_type", "corrupt_fraction", "detector", "remove_ratio"])

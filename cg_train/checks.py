@@ -14,6 +14,7 @@ from .augment import SCHEMES, check_augment_config
 from .config import Config
 from .data import DATASETS, LOADERS
 from .data.augment import AUGMENTATIONS
+from .data.folds import check_fold_config
 from .models import MODELS
 from .noise import NOISES
 from .optim import OPTIMIZERS, SCHEDULERS, check_optimizer_config
@@ -42,4 +43,5 @@ def check_names(cfg: Config) -> Config:
     check_optimizer_config(cfg)
     check_method(cfg)
     check_augment_config(cfg)
+    check_fold_config(cfg.noise)
     return cfg

@@ -117,6 +117,15 @@ class NoiseConfig:
                                 "--scores", metavar="SCORES.parquet")
     detector: Optional[str] = opt(None, "which detector's scores --remove-ratio ranks by (a column of --scores, "
                                   "e.g. aum, mean_loss, lstm)", "--detector", metavar="NAME")
+    folds: int = opt(0, "split the training set into K folds, stratified by observed label and seeded by --seed "
+                     "(the same seed gives the same folds); with --fold I the run trains on the other K-1 folds "
+                     "(out-of-sample confident learning: `cg-launch kfold` runs all K)", "--folds", metavar="K",
+                     check=lambda v: None if v == 0 or v >= 2 else "must be 0 (no folds) or >= 2")
+    fold: Optional[int] = opt(None, "with --folds K: train without fold I (0..K-1) and, after training, predict it "
+                              "(heldout_predictions.parquet)", "--fold", metavar="I", check=at_least(0))
+    labels: Optional[str] = opt(None, "replace observed labels after the corruption with a label table (Parquet with "
+                                "columns index, old_label, new_label[, source, score], as `cg-analyze relabel` "
+                                "writes it): data debugging, seed 002 section 4.3", "--labels", metavar="FILE.parquet")
 
 
 @dataclass
@@ -220,6 +229,9 @@ class RecordConfig:
                                 "prediction, seed 000), onehot (its observed label) or uniform (1/K); a short run's "
                                 "table is mostly this value (docs/supervision.md)", "--p-smoothing-init",
                                 check=one_of("first", "onehot", "uniform"))
+    predict_heldout: bool = opt(False, "after training, predict every sample left out of training (--exclude, "
+                                "--remove-ratio; always on with --fold) in eval mode, without augmentation, and write "
+                                "heldout_predictions.parquet (every class's probability)", "--predict-heldout")
     seed002_logs: bool = opt(False, "write seed 002's train_log.csv (per epoch: train/valid error and loss) "
                              "and results_valid.csv (per test sample, latest evaluation)", "--seed002-logs")
 

@@ -42,14 +42,15 @@ log = logging.getLogger("cg_train")
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    from .data.bundle import TRAIN_ALL
+    from .data.bundle import HELDOUT, TRAIN_ALL
 
-    phases = (*EVAL_PHASES, TRAIN_ALL)
+    phases = (*EVAL_PHASES, TRAIN_ALL, HELDOUT)
     p.add_argument("checkpoint", metavar="CKPT", help="a cg-train checkpoint (checkpoint.pth.tar, model_best.pth.tar)")
     p.add_argument("data_dir", metavar="DATA_DIR", help="dataset root")
     p.add_argument("--phases", type=comma_list(str), default=["test"], metavar="PHASE,...",
                    help=f"what to evaluate, comma-separated, of {', '.join(phases)} (test = the val/test split; "
-                        f"train_all = every training sample without augmentation) [default: test]")
+                        f"train_all = every training sample without augmentation; heldout = the training samples "
+                        f"the run left out: --exclude, --remove-ratio, --fold) [default: test]")
     p.add_argument("--dataset", help="dataset reader (default: the checkpoint's run's)")
     p.add_argument("--loader", help="torchvision or dali (default: the checkpoint's run's)")
     p.add_argument("--test-split", help="split evaluated as 'test' (default: the run's, usually val)")
@@ -61,7 +62,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="autocast for the forward pass")
     p.add_argument("--cpu", action="store_true", default=None, help="evaluate on CPU even with a GPU")
     p.add_argument("--predictions", action="store_true", help="also write every sample's prediction to "
-                   "predictions_<phase>.parquet")
+                   "predictions_<phase>.parquet (with trained_on: whether the checkpoint's run trained on it; "
+                   "what `cg-analyze relabel --source model --predictions FILE` reads)")
     p.add_argument("--topk", type=int, default=5, help="classes and probabilities per sample in --predictions")
     p.add_argument("--soft-labels", metavar="FILE.npy", help="a [N, K] table of label distributions for the test "
                    "split, e.g. CIFAR-10H's cifar10h-probs.npy: adds soft_loss, the mean cross-entropy of the "
@@ -88,7 +90,7 @@ def checkpoint_config(state: dict[str, Any], args: argparse.Namespace, path: Pat
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from .data.bundle import TRAIN_ALL, build_data
+    from .data.bundle import HELDOUT, TRAIN_ALL, build_data
     from .data.soft_labels import read_soft_labels
     from .engine import checkpoint
     from .engine.evaluate import evaluate
@@ -96,13 +98,14 @@ def _run(args: argparse.Namespace) -> int:
     from .io import CsvLog
     from .models import build_model
     from .recorders.calibration import reliability_rows
-    from .sample_stats import concat, per_sample_stats, to_host
+    from .sample_stats import concat, per_sample_stats, to_host, write_predictions
 
     path = Path(args.checkpoint)
-    unknown = [phase for phase in args.phases if phase not in (*EVAL_PHASES, TRAIN_ALL)]
+    extra_phases = (TRAIN_ALL, HELDOUT)
+    unknown = [phase for phase in args.phases if phase not in (*EVAL_PHASES, *extra_phases)]
     if unknown or not args.phases:
         raise CgTrainError(f"--phases: unknown phase {unknown[0] if unknown else '(none)'}; choose from "
-                           f"{', '.join((*EVAL_PHASES, TRAIN_ALL))}")
+                           f"{', '.join((*EVAL_PHASES, *extra_phases))}")
     state = checkpoint.load(path, "cg-train evaluate")
     cfg = checkpoint_config(state, args, path)
     accelerator = make_accelerator(cfg)
@@ -124,9 +127,10 @@ def _run(args: argparse.Namespace) -> int:
     epoch = int(state.get("epoch", 0))
     results, predictions, soft_loss = {}, {}, {}
     for phase in args.phases:
-        loader = data.eval_loaders.get(phase) if phase != TRAIN_ALL else data.extra_loader(TRAIN_ALL)
+        loader = data.extra_loader(phase) if phase in data.extra_loaders else data.eval_loaders.get(phase)
         if loader is None:
-            log.info("%s: no samples (e.g. corrupt without label noise); skipped", phase)
+            log.info("%s: no samples (e.g. corrupt without label noise, heldout of a run without removal); "
+                     "skipped", phase)
             continue
         parts: list = []
         soft_sum = torch.zeros(1, dtype=torch.float64, device=accelerator.device)
@@ -164,33 +168,13 @@ def _run(args: argparse.Namespace) -> int:
             metrics.append((str(path), epoch, phase, r.count, r.loss, r.acc1, r.acc5, r.ece, soft_loss.get(phase, "")))
             bins.append(*reliability_rows(epoch, phase, r.calibration))
         for phase, shares in predictions.items():
-            write_predictions(out / f"predictions_{phase}.parquet", concat(shares, shares[0].top_classes.shape[0]))
+            trained_on = None if phase == "test" else ~data.removed  # the test split is never trained on
+            write_predictions(out / f"predictions_{phase}.parquet", concat(shares, shares[0].top_classes.shape[0]),
+                              trained_on)
         print(f"written to {out}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return 0
-
-
-def write_predictions(path: Path, stats) -> None:
-    """One row per sample in index order: labels, the top-k classes/probabilities and the per-sample loss."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .io import atomic_path
-
-    order = np.argsort(stats.index, kind="stable")
-    k = stats.top_classes.shape[0]
-    table = pa.table({
-        "index": stats.index[order].astype(np.int64),
-        "observed_label": stats.observed[order], "true_label": stats.true[order],
-        "prediction": stats.top_classes[0][order], "confidence": stats.top_probs[0][order],
-        "correct": stats.correct[order], "loss": stats.loss[order], "p_observed": stats.p_observed[order],
-        "p_true": stats.p_true[order], "margin": stats.margin[order],
-        "top_classes": pa.FixedSizeListArray.from_arrays(stats.top_classes[:, order].T.reshape(-1), k),
-        "top_probs": pa.FixedSizeListArray.from_arrays(stats.top_probs[:, order].T.reshape(-1), k),
-    })
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
 
 
 SUBCOMMANDS.register("evaluate", help="top-1/top-5/loss/ECE of a checkpoint on the val split (or other phases), "

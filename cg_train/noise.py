@@ -78,9 +78,12 @@ def is_corrupt(manifest: Manifest) -> np.ndarray:
 
 
 def write_corruption_record(path: str, manifest: Manifest, resampled: np.ndarray,
-                            subsets: dict[str, np.ndarray], removed: Optional[np.ndarray] = None) -> None:
+                            subsets: dict[str, np.ndarray], removed: Optional[np.ndarray] = None,
+                            columns: Optional[dict[str, np.ndarray]] = None) -> None:
     """``corruption.parquet``: one row per training sample, reloadable by analysis with pandas;
-    ``removed`` marks the samples left out of training (remove-and-retrain)."""
+    ``removed`` marks the samples left out of training (remove-and-retrain, a held-out fold); ``columns``
+    are more per-sample columns (``fold``; ``label_before_debugging`` and ``relabelled`` of ``--labels``).
+    ``observed_label`` is always the label the run trains on."""
     n = len(manifest)
     table = pd.DataFrame({
         "index": np.arange(n, dtype=np.int64),
@@ -90,6 +93,7 @@ def write_corruption_record(path: str, manifest: Manifest, resampled: np.ndarray
         "is_corrupt": is_corrupt(manifest),
         "resampled": resampled,
         "removed": np.zeros(n, dtype=bool) if removed is None else removed,
+        **(columns or {}),
     })
     for name, indices in subsets.items():
         member = np.zeros(n, dtype=bool)

@@ -24,6 +24,7 @@ dozen, and the Parquet writer takes each column without a transpose.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple, Optional, Protocol
 
 import numpy as np
@@ -164,3 +165,30 @@ def concat(parts: list[HostStats], k: int) -> HostStats:
                          np.empty((len(INT_COLUMNS) + k, 0), np.int32))
     return HostStats(np.concatenate([p.floats for p in parts], axis=1),
                      np.concatenate([p.ints for p in parts], axis=1), parts[0].mixed)
+
+
+def write_predictions(path: "str | Path", stats: HostStats, trained_on: Optional[np.ndarray] = None) -> None:
+    """One Parquet row per sample in index order: labels, the top-k classes/probabilities (best first), the
+    per-sample loss, and ``trained_on`` (bool [N] by index: whether the predicting model trained on the
+    sample; False for every row without it). ``cg-train evaluate --predictions`` and ``--predict-heldout``
+    write this table; ``cg-analyze relabel --source model`` and the K-fold merge read it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .io import atomic_path
+
+    order = np.argsort(stats.index, kind="stable")
+    index = stats.index[order].astype(np.int64)
+    k = stats.top_classes.shape[0]
+    table = pa.table({
+        "index": index,
+        "observed_label": stats.observed[order], "true_label": stats.true[order],
+        "prediction": stats.top_classes[0][order], "confidence": stats.top_probs[0][order],
+        "correct": stats.correct[order], "loss": stats.loss[order], "p_observed": stats.p_observed[order],
+        "p_true": stats.p_true[order], "margin": stats.margin[order],
+        "top_classes": pa.FixedSizeListArray.from_arrays(stats.top_classes[:, order].T.reshape(-1), k),
+        "top_probs": pa.FixedSizeListArray.from_arrays(stats.top_probs[:, order].T.reshape(-1), k),
+        "trained_on": np.zeros(len(index), bool) if trained_on is None else np.asarray(trained_on)[index],
+    })
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

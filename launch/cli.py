@@ -2,6 +2,7 @@
 
     cg-launch run [launch options] -- DATA_DIR [cg-train flags] --output-dir DIR
     cg-launch sweep SWEEP.yaml [--dir DIR] [launch options]
+    cg-launch kfold [launch options] -- DATA_DIR [cg-train flags] --folds K --output-dir DIR
     cg-launch status DIR
     cg-launch collect DIR [--output FIGURES_DIR]
 """
@@ -19,6 +20,8 @@ examples:
   cg-launch run --partition gpu --gpus-per-node 8 --time 2880 -- /imagenet --corrupt-fraction 0.5 \\
       --output-dir /checkpoint/$USER/noise_0.5
   cg-launch sweep sweeps/noise.yaml --dir /checkpoint/$USER/noise_sweep --parallelism 4
+  cg-launch kfold --executor local --gpus-per-node 0 -- data/demo-mnist --config configs/noise_td.yaml \
+      --folds 5 --output-dir runs/kfold
   cg-launch status /checkpoint/$USER/noise_sweep
   cg-launch collect /checkpoint/$USER/noise_sweep
 """
@@ -38,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dir", metavar="DIR", help="launch directory, one subdirectory per point "
                        "(default: runs/<sweep file name>)")
     add_launch_flags(sweep)
+    kfold = commands.add_parser("kfold", help="train K fold runs of one recipe (each without one stratified fold, "
+                                "predicting it) as one job array, then merge their out-of-sample predictions")
+    add_launch_flags(kfold)
+    kfold.add_argument("train_args", nargs=argparse.REMAINDER,
+                       metavar="-- DATA_DIR [cg-train flags] --folds K --output-dir DIR")
     status = commands.add_parser("status", help="state of each point: pending, running, done, failed, preempted")
     status.add_argument("dir", metavar="DIR", help="a directory a run or sweep was submitted to")
     collect = commands.add_parser("collect", help="run the analysis (cg-analyze) over the finished points")
@@ -92,7 +100,14 @@ def collect_command(args: argparse.Namespace) -> int:
     return collect(LaunchDir(args.dir), Path(args.output) if args.output else None)
 
 
-COMMANDS = {"run": run_command, "sweep": sweep_command, "status": status_command, "collect": collect_command}
+def kfold_command(args: argparse.Namespace) -> int:
+    from .kfold import kfold_command as run_folds
+
+    return run_folds(args)
+
+
+COMMANDS = {"run": run_command, "sweep": sweep_command, "kfold": kfold_command, "status": status_command,
+            "collect": collect_command}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -35,7 +35,8 @@ SWEEP_KEYS = ("base", "axes", "launch")
 #: Keys cg-launch sets for every point: the point's directory, and resuming whatever is there.
 LAUNCHER_KEYS = ("output.dir", "output.resume")
 #: Config keys holding a file or folder path, made absolute for jobs that start elsewhere.
-PATH_KEYS = ("data.dir", "data.test_dir", "train.deepspeed", "noise.exclude", "noise.scores", "supervision.targets")
+PATH_KEYS = ("data.dir", "data.test_dir", "train.deepspeed", "noise.exclude", "noise.scores", "noise.labels",
+             "supervision.targets")
 #: The name of the only point of a sweep without axes.
 SINGLE_POINT = "run"
 

@@ -12,6 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -49,8 +51,10 @@ def test_two_ranks_see_disjoint_data_and_identical_corruption(probed: Path, load
     assert reports[0]["phases"]["train@0"] != reports[0]["phases"]["train@1"]  # reshuffled per epoch
 
 
+#: a fold run (trains on 2 of 3 stratified folds, predicts the third after the last epoch): the held-out
+#: predictions are gathered from both processes too
 ARGS = ["--epochs", "2", "--corrupt-fraction", "0.5", "--sample-size", "50", "--print-freq", "1",
-        "--batch-size", "30", "--cpu"]
+        "--batch-size", "30", "--cpu", "--folds", "3", "--fold", "0"]
 CONFIGS = REPO / "launch" / "accelerate"
 
 
@@ -87,3 +91,12 @@ def test_two_process_training_matches_one_process(one_process_run: Path, mnist_s
     launch_machines(machines, ["-m", "cg_train", str(mnist_small), "--output-dir", str(double), *FAST, *ARGS])
     assert OmegaConf.load(double / "config.yaml").meta.world_size == 2
     assert_same_up_to_rounding(one_process_run, double)
+    fold = pd.read_parquet(double / "corruption.parquet")["fold"].to_numpy()
+    dense = []
+    for run in (one_process_run, double):
+        held = pd.read_parquet(run / "heldout_predictions.parquet")
+        assert held["index"].tolist() == np.flatnonzero(fold == 0).tolist()  # each held-out sample once
+        probs = np.zeros((len(held), 10))
+        np.put_along_axis(probs, np.stack(held["top_classes"]), np.stack(held["top_probs"]), axis=1)
+        dense.append(probs)
+    np.testing.assert_allclose(dense[1], dense[0], atol=1e-4)

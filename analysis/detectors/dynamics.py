@@ -40,6 +40,8 @@ class Dynamics:
     removed: np.ndarray  # bool [N]: left out of training (nothing logged)
     series: np.ndarray  # float32 [N, T, len(SERIES)]
     probs: np.ndarray  # float32 [N, K]: predicted distribution averaged over epochs
+    #: float64 [N, K]: K-fold out-of-sample predictions (``cg-analyze noise --oos``); None when not given
+    oos_probs: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.observed)

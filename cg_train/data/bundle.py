@@ -11,11 +11,13 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..label_debugging import apply_label_table
 from ..noise import corrupt_labels, is_corrupt
 from ..results import EVAL_PHASES
 from .loaders import LOADERS, Loader, LoaderSpec
 from .manifest import UNKNOWN_LABEL, Manifest
 from .readers import DATASETS
+from .folds import fold_assignment
 from .removal import removed_mask
 from .readers.listing import listing_cache
 from .subsets import eval_subsets
@@ -27,6 +29,8 @@ log = logging.getLogger("cg_train")
 
 #: An extra phase that recorders may ask for: every training sample, evaluation transform, each once.
 TRAIN_ALL = "train_all"
+#: Another: the training samples left out of training (--exclude, --remove-ratio, --fold), evaluation transform.
+HELDOUT = "heldout"
 
 
 @dataclass
@@ -38,7 +42,20 @@ class DataBundle:
     train_loader: Loader
     eval_loaders: dict[str, Loader]  # phase -> loader; empty phases are left out
     extra_loaders: dict[str, Callable[[], Loader]] = field(default_factory=dict)  # phase -> builder, on demand
-    removed: Optional[np.ndarray] = None  # bool [N]: left out of training (--exclude / --remove-ratio)
+    removed: Optional[np.ndarray] = None  # bool [N]: left out of training (--exclude / --remove-ratio / --fold)
+    folds: Optional[np.ndarray] = None  # int64 [N]: each sample's fold of --folds K (None without)
+    label_before_debugging: Optional[np.ndarray] = None  # int64 [N]: observed labels before --labels (None without)
+
+    def record_columns(self) -> dict[str, np.ndarray]:
+        """Per-sample columns of ``corruption.parquet`` beyond the labels: what this run changed about them."""
+        n = len(self.train)
+        columns = {"removed": np.zeros(n, dtype=bool) if self.removed is None else self.removed}
+        if self.folds is not None:
+            columns["fold"] = self.folds
+        if self.label_before_debugging is not None:
+            columns["label_before_debugging"] = self.label_before_debugging
+            columns["relabelled"] = self.label_before_debugging != self.train.observed_labels
+        return columns
 
     def extra_loader(self, phase: str) -> Loader:
         if phase not in self.extra_loaders:
@@ -80,6 +97,10 @@ def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world
                device: torch.device) -> DataBundle:
     train, test = read_manifests(cfg)
     train, resampled = apply_noise(train, cfg)
+    before_debugging = None
+    if cfg.noise.labels:  # data debugging: after the corruption, before anything that reads observed labels
+        before_debugging = train.observed_labels
+        train = apply_label_table(cfg.noise.labels, train)
     subsets = eval_subsets(is_corrupt(train), train.true_labels != UNKNOWN_LABEL, cfg.data.sample_size,
                            cfg.train.seed)
     factory = LOADERS.get(cfg.data.loader)
@@ -98,14 +119,19 @@ def build_data(cfg: "Config", resize_size: int, crop_size: int, rank: int, world
 
     if len(train) < world_size:
         raise DataError(f"{len(train)} training samples cannot be shared by {world_size} processes")
-    removed = removed_mask(cfg.noise, train)
+    folds = fold_assignment(cfg.noise, train.observed_labels, cfg.train.seed)
+    removed = removed_mask(cfg.noise, train, folds)
     if removed.any():
-        log.info("training without %d of %d samples (--exclude / --remove-ratio)", removed.sum(), len(train))
+        log.info("training without %d of %d samples (--exclude / --remove-ratio / --fold)", removed.sum(),
+                 len(train))
     train_loader = factory(spec(train, np.flatnonzero(~removed).astype(np.int64), True))
     phase_sets = {**subsets, "test": np.arange(len(test), dtype=np.int64)}
     eval_loaders = {name: factory(spec(test if name == "test" else train, phase_sets[name], False))
                     for name in EVAL_PHASES if len(phase_sets[name])}
     # built on first use (most runs never need it), then kept
-    train_all = functools.cache(lambda: factory(spec(train, np.arange(len(train), dtype=np.int64), False)))
-    return DataBundle(train, test, resampled, subsets, train_loader, eval_loaders, {TRAIN_ALL: train_all},
-                      removed)
+    extra = {TRAIN_ALL: functools.cache(lambda: factory(spec(train, np.arange(len(train), dtype=np.int64), False)))}
+    if removed.any():
+        extra[HELDOUT] = functools.cache(lambda: factory(spec(train, np.flatnonzero(removed).astype(np.int64),
+                                                               False)))
+    return DataBundle(train, test, resampled, subsets, train_loader, eval_loaders, extra, removed, folds,
+                      before_debugging)

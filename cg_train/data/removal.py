@@ -7,7 +7,9 @@ Two ways to choose them, for any dataset (file lists and in-memory arrays alike)
   call ``path``); a ``.parquet`` / ``.csv`` file with an ``index`` column also works.
 - ``--remove-ratio r --scores SCORES.parquet --detector NAME``: the
   ``round(r * N)`` samples with the highest ``NAME`` score in the ``scores.parquet``
-  that ``cg-analyze noise`` wrote (ties broken by index, so the choice is exact).
+  that ``cg-analyze noise`` wrote (ties broken by index, so the choice is exact;
+  ``cg-analyze relabel --ratio r`` chooses the same samples through :func:`most_suspicious`).
+- ``--folds K --fold I``: the samples of fold I (``cg_train.data.folds``).
 
 Removed samples keep their index (loaders only skip them), so logs of the
 retrained run line up with the run the scores came from; ``corruption.parquet``
@@ -16,12 +18,13 @@ records them in its ``removed`` column.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError
+from ..label_debugging import most_suspicious
 from .manifest import Manifest
 
 if TYPE_CHECKING:
@@ -85,14 +88,15 @@ def top_scored(scores_path: str, detector: str, ratio: float, manifest: Manifest
     if len(table) != len(manifest) or "path" in table and tails(table["path"]) != tails(sample_names(manifest)):
         raise DataError(f"--scores {scores_path} scores another training set ({len(table)} samples, this one has "
                         f"{len(manifest)}): score a run of the same dataset")
-    order = np.lexsort((table["index"].to_numpy(), -table[detector].to_numpy(dtype=np.float64)))
-    count = int(round(ratio * len(table)))
-    return np.sort(table["index"].to_numpy(dtype=np.int64)[order[:count]])
+    return most_suspicious(table["index"].to_numpy(np.int64), table[detector].to_numpy(np.float64),
+                           int(round(ratio * len(table))))
 
 
-def removed_mask(cfg: "NoiseConfig", manifest: Manifest) -> np.ndarray:
-    """bool [N]: the samples this run leaves out of training."""
+def removed_mask(cfg: "NoiseConfig", manifest: Manifest, folds: Optional[np.ndarray] = None) -> np.ndarray:
+    """bool [N]: the samples this run leaves out of training (``folds``: each sample's fold of ``--folds``)."""
     removed = np.zeros(len(manifest), dtype=bool)
+    if folds is not None and cfg.fold is not None:
+        removed[folds == cfg.fold] = True
     if cfg.exclude:
         removed[read_exclude(cfg.exclude, manifest)] = True
     if cfg.remove_ratio > 0:

@@ -187,7 +187,7 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
             meta["supervision_checks"] = checks
         atomic_write_text(out / "config.yaml", to_yaml(cfg, meta))
         write_corruption_record(str(out / "corruption.parquet"), data.train, data.resampled, data.subsets,
-                                data.removed)
+                                columns=data.record_columns())
     accelerator.wait_for_everyone()
     setup_logging(accelerator.is_main_process, out / "log.txt")
     log.info("cg-train: %s on %d training samples of %d classes (%d corrupt), %d test samples; "

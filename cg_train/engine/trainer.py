@@ -303,8 +303,8 @@ class Trainer:
                                f"trained with or use a new --output-dir")
         if state.get("label_digest") != self.digest:
             raise CgTrainError(f"--resume: {path} was trained on other labels (dataset, --corrupt-fraction, "
-                               f"--noise-type or --seed differ): resume with the same ones or use a new "
-                               f"--output-dir")
+                               f"--noise-type, --seed or the --labels table differ): resume with the same ones or "
+                               f"use a new --output-dir")
         if state.get("arch") != self.cfg.model.arch:
             raise CgTrainError(f"--resume: {path} holds a {state.get('arch')} model, not --arch "
                                f"{self.cfg.model.arch}: resume with the same --arch or use a new --output-dir")

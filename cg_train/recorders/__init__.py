@@ -113,4 +113,4 @@ def build_recorders(ctx: RunContext, extra: Optional[dict[str, Recorder]] = None
     return Recorders({**{name: rec for name, rec in made.items() if rec is not None}, **(extra or {})})
 
 
-from . import calibration, epoch_csv, learned, p_smoothing, paths, seed002, skipped, trackers  # noqa: E402,F401,I001  (register)
+from . import calibration, epoch_csv, heldout, learned, p_smoothing, paths, seed002, skipped, trackers  # noqa: E402,F401,I001  (register)

@@ -12,7 +12,7 @@ are in ``skipped.csv`` instead). ``cg-train subset`` reads the ``index`` column.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -23,29 +23,27 @@ from ..data.manifest import Batch
 from ..io import atomic_path
 from ..sample_stats import PackedStats, concat, per_sample_stats, to_host
 from . import RECORDERS, Recorder, RunContext
+from .final_pass import FinalPassRecorder
 
 LEARNED = "learned_examples.csv"
 NOT_LEARNED = "not_learned_examples.csv"
 COLUMNS = ("index", "path", "label")
 
 
-class LearnedRecorder(Recorder):
+class LearnedRecorder(FinalPassRecorder):
+    phase = TRAIN_ALL
+
     def __init__(self, ctx: RunContext):
+        super().__init__(ctx, [ctx.output_dir / LEARNED, ctx.output_dir / NOT_LEARNED])
         self.output_dir = ctx.output_dir
-        self.final_epoch = ctx.cfg.train.epochs
-        self.is_main = ctx.is_main
-        self.written = False
         self._stats: list[PackedStats] = []
 
-    def extra_eval_phases(self, ctx: RunContext, epoch: int) -> Sequence[str]:
-        return (TRAIN_ALL,) if epoch == self.final_epoch else ()
-
     def on_eval_batch(self, ctx: RunContext, phase: str, epoch: int, batch: Batch, logits: torch.Tensor) -> None:
-        if phase == TRAIN_ALL and epoch == self.final_epoch:  # kept on the device: no sync per batch
+        if self.is_final(phase, epoch):  # kept on the device: no sync per batch
             self._stats.append(per_sample_stats(logits, batch.observed_labels, batch.true_labels, batch.indices, 1))
 
     def on_eval(self, ctx: RunContext, phase: str, epoch: int, result: Any) -> None:
-        if phase != TRAIN_ALL or epoch != self.final_epoch:
+        if not self.is_final(phase, epoch):
             return
         stats = concat([to_host(s) for s in self._stats], k=1)
         self._stats = []
@@ -56,15 +54,6 @@ class LearnedRecorder(Recorder):
             correct = np.concatenate([s[1] for s in shares])
             write_learned(self.output_dir, ctx.data.train, indices, correct)
         self.written = True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"written": self.written}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.written = bool(state.get("written", False))
-        if self.is_main and not self.written:  # files of a later, abandoned attempt
-            for name in (LEARNED, NOT_LEARNED):
-                (self.output_dir / name).unlink(missing_ok=True)
 
 
 def write_learned(output_dir: Path, manifest: Any, indices: np.ndarray, correct: np.ndarray) -> None:
