@@ -15,8 +15,7 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-(``noise``, ``train-detector``, ``paths``, ``retrain``, ``kfold``, ``relabel``, ``debug``, ``explore``,
-``kd``, ``kd-da``; each has ``--help``).
+from . import cg_curves, debug_cli, explore, kd, kd_da, noise_cli  # noqa: F401  (register their commands)
 from .commands import COMMANDS
 
 
