@@ -36,7 +36,6 @@ from cg_train.io import atomic_write_text
 
 from .commands import COMMANDS
 from .common import run_parsed
-from .noise_report import ID_COLUMNS
 
 ASSETS = Path(__file__).with_name("explorer_assets")
 PAGE = "explorer.html"
@@ -61,6 +60,8 @@ class PagePaths:
 
 
 def detector_columns(scores: pd.DataFrame) -> list[str]:
+    from .noise_report import ID_COLUMNS  # (the detectors import torch: only when a page is written)
+
     return [c for c in scores.columns if c not in ID_COLUMNS and c != FLAGGED]
 
 
@@ -71,10 +72,11 @@ def read_scores(run_dir: Path, scores_file: Optional[Path], source: str, out: Pa
         return pd.read_parquet(path), str(path)
     if scores_file is not None:
         raise CgTrainError(f"--scores {scores_file} does not exist: write it with `cg-analyze noise RUN_DIR`")
-    from .detectors import DETECTORS, load_dynamics
+    from .detectors import load_dynamics, usable_detectors
     from .noise_report import score_run
 
-    table = score_run(load_dynamics(run_dir, source), DETECTORS.names())
+    dyn = load_dynamics(run_dir, source)
+    table = score_run(dyn, usable_detectors(dyn))
     out.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out / "scores.parquet", index=False)
     print(f"cg-analyze explore: {path} is missing: scored every sample with every detector into "
