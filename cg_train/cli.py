@@ -35,6 +35,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "cg_train.datasets_cli",
     "cg_train.paths.cli",
     "cg_train.evaluate_cli",
+    "cg_train.features_cli",
 ]
 
 

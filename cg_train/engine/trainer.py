@@ -77,8 +77,13 @@ class Trainer:
         return self.cfg.train.progress and self.ctx.is_main
 
     # ------------------------------------------------------------------ loop
+    @property
+    def epochs(self) -> int:
+        """--epochs, after a supervision method's first stage (--init-epochs) if it has one."""
+        return self.cfg.train.epochs + (self.supervision.stage_epochs if self.supervision is not None else 0)
+
     def fit(self) -> None:
-        epochs = self.cfg.train.epochs
+        epochs = self.epochs
         if self.state.epoch > epochs:
             raise CgTrainError(f"the checkpoint has already trained {self.state.epoch} epochs, more than "
                                f"--epochs {epochs}: raise --epochs or use another --output-dir")
@@ -156,7 +161,7 @@ class Trainer:
             if self.supervision is None:
                 losses = F.cross_entropy(logits.float(), targets, reduction="none") * weight
             else:
-                losses = self.supervision(batch, images, targets, logits) * weight
+                losses = self.supervision(batch, images, targets, logits, self.state.epoch, step) * weight
             # fill kernels, not torch.tensor([...], device=cuda): a pageable copy would wait for the forward pass
             stats = torch.stack([losses.new_full((), len(batch.indices), dtype=torch.float64),
                                  losses.detach().sum().double(),
