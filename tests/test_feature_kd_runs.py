@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,6 +65,13 @@ def two_process_runs(digits: Path, teachers: dict[str, Path], tmp_path_factory: 
                        *method_args(m, teachers["resnet"])]) for m in METHODS]
     lines += [" ".join([str(digits), str(root / "fp32" / m), *BASE, *CNN, *method_args(m, teachers["cnn"])])
               for m in SPLIT_FREE]
+    # batch 2 on 2 processes: each unreadable image leaves one process an empty share for that step
+    broken = root / "broken"
+    shutil.copytree(digits, broken)
+    for digit in ("1", "4", "7"):
+        next(iter(sorted((broken / "train" / digit).iterdir()))).write_bytes(b"not a JPEG")
+    lines.append(" ".join([str(broken), str(root / "empty_share"), *BASE, *RESNET, *method_args("cc", teachers["resnet"]),
+                           "--batch-size", "2"]))
     (root / "spec.txt").write_text("\n".join(lines))
     accelerate_launch("tests/feature_probe.py", str(root / "spec.txt"))
     return root
@@ -91,6 +99,18 @@ def test_every_method_trains_on_two_processes_under_bf16(two_process_runs: Path,
             == sync["parameters"]
         moved = {k.split(".")[0] for k in after if not torch.equal(before[k], after[k])}
         assert moved == {k.split(".")[0] for k in after}, (method, moved)
+
+
+@pytest.mark.xdist_group("feature_kd")
+def test_a_process_with_an_empty_share_still_runs_the_side_modules(two_process_runs: Path) -> None:
+    """cc (a batch term, DDP-wrapped embeddings): a share whose images are all unreadable gets a weightless dummy
+    row through the method, so both processes call the side modules at every step and none waits forever."""
+    run = two_process_runs / "empty_share"
+    skipped = read_csv(run / "skipped.csv")
+    assert (skipped.phase == "train").sum() == 3
+    assert json.loads((run / "side_sync.json").read_text())["equal"]
+    assert np.isfinite(read_csv(run / "train.csv").loss).all() and np.isfinite(read_csv(run / "test.csv").loss).all()
+    assert "trained on 57 samples" in (run / "log.txt").read_text()
 
 
 @pytest.mark.xdist_group("feature_kd")

@@ -213,6 +213,10 @@ class Method:
         """The first stage's constant learning rate (``--init-lr``, else this)."""
         return cfg.optim.lr
 
+    def runs_teacher(self, stage: Optional[str]) -> bool:
+        """Whether ``stage`` needs the teacher's forward pass at all (its logits or features)."""
+        return True
+
     def uses_features(self, stage: Optional[str]) -> bool:
         """Whether ``stage`` (None: the training after the first stage) reads the declared features (the taps
         capture nothing where it does not)."""
@@ -323,7 +327,8 @@ class Supervision(Recorder):
         extras = Extras(epoch=epoch, step=step)
         if self.features is not None:
             extras.stage = self.features.start_step(epoch)
-        if self.teachers and not (self.method.teacher_for_first_visits and self.labels_complete):
+        if self.teachers and self.method.runs_teacher(extras.stage) and \
+                not (self.method.teacher_for_first_visits and self.labels_complete):
             with torch.no_grad(), self.ctx.accelerator.autocast(), self._teacher_capture():
                 extras.teacher_logits = torch.stack([t(images).float() for t in self.teachers])
         self.last_teacher_logits, self.last_logits = extras.teacher_logits, logits.detach()  # for --check-ce-var

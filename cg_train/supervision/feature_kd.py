@@ -35,7 +35,11 @@ class FeatureMethod(KnowledgeDistillation):
                               f"stage's (--init-epochs); the training after it is r*CE + a*KD, as RepDistiller")
 
     def losses(self, batch: Batch, logits: torch.Tensor, extras: Extras) -> LossOutput:
-        base = super().losses(batch, logits, extras)
+        if extras.teacher_logits is None:  # not run (runs_teacher): a = 0 and no feature of it is compared
+            ce = F.cross_entropy(logits[:len(batch.observed_labels)].float(), batch.observed_labels, reduction="none")
+            base = self.cfg.ce_weight * ce
+        else:
+            base = super().losses(batch, logits, extras)
         weight = self.cfg.feature_weight
         if not weight or not self.features_in_training:
             return base
@@ -46,6 +50,9 @@ class FeatureMethod(KnowledgeDistillation):
 
     def uses_features(self, stage: Optional[str]) -> bool:
         return self.features_in_training or stage is not None
+
+    def runs_teacher(self, stage: Optional[str]) -> bool:
+        return bool(self.cfg.kd_weight) or self.uses_features(stage)
 
 
 def add(base: torch.Tensor, term: LossOutput, weight: float) -> LossOutput:
