@@ -25,6 +25,7 @@ from cg_train.supervision import Supervision
 
 def record_side_modules(self: Supervision, ctx) -> None:
     """At the end of a run: the side modules' weights of every process, compared on the main one."""
+    fit_end(self, ctx)
     params = [p.detach().float().flatten() for p in self.method.modules.parameters()] if self.features else []
     mine = torch.cat(params) if params else torch.zeros(0)
     everyone = [torch.zeros_like(mine) for _ in range(ctx.world_size)]
@@ -40,7 +41,7 @@ def record_side_modules(self: Supervision, ctx) -> None:
 
 if __name__ == "__main__":
     runs = [shlex.split(line) for line in Path(sys.argv[1]).read_text().splitlines() if line.strip()]
-    Supervision.on_fit_end = record_side_modules
+    fit_end, Supervision.on_fit_end = Supervision.on_fit_end, record_side_modules
     end_training = Accelerator.end_training
     Accelerator.end_training = lambda self: None  # keep the process group for the next run
     for data, out, *flags in runs:

@@ -285,9 +285,7 @@ def check_augment_config(cfg: "Config") -> None:
     """Refuse combinations that would silently mis-attribute or mis-weigh a sample (one line each)."""
     aug = cfg.augment
     scheme = SCHEMES.get(aug.da)
-    lw = parse_lw_mix(aug.lw_mix)
-    method = cfg.supervision.method
-    # (which --method takes --lw-mix is the method's to say: supervision.Method.check)
+    method = cfg.supervision.method  # (which methods take --lw-mix is theirs to say: supervision.Method.check)
     teacher_needed = (issubclass(scheme, CutMixPick) and (scheme.criterion or aug.pick_criterion) != "s_ent") or \
         aug.check_ce_var
     if teacher_needed and not cfg.supervision.teacher:

@@ -28,6 +28,7 @@ state) and sits among the recorders, so its state rides in every checkpoint.
 from __future__ import annotations
 
 import copy
+import logging
 import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ from .feature_support import FeatureSupport
 
 if TYPE_CHECKING:
     from ..config import Config, SupervisionConfig
+
+log = logging.getLogger("cg_train")
 
 #: Where a run keeps learned-label shards and self-distillation teachers.
 LABEL_SHARDS = "tables/labels"
@@ -355,6 +358,15 @@ class Supervision(Recorder):
         if self.method.table == "labels":
             self.table.scatter(batch.indices, self.method.new_rows(batch, logits, extras))
         return losses
+
+    def on_fit_start(self, ctx: RunContext) -> None:
+        if self.features is not None:
+            for line in self.features.summary:
+                log.info("%s", line)
+
+    def on_fit_end(self, ctx: RunContext) -> None:
+        if self.features is not None:  # the models leave the run as they came
+            self.features.remove()
 
     def _teacher_capture(self) -> Any:
         return self.features.teacher_capture() if self.features is not None else nullcontext()

@@ -19,7 +19,6 @@ copy, not one per process) and are broadcast to the others on resume.
 """
 from __future__ import annotations
 
-import logging
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, ContextManager, Optional
 
@@ -36,8 +35,6 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..run_context import RunContext
     from . import Method
-
-log = logging.getLogger("cg_train")
 
 INIT = "init"  # the first stage's name (Extras.stage)
 #: rows of the dummy batch the models are probed with at start-up
@@ -84,6 +81,7 @@ class FeatureSupport:
         self.stage_epochs = int(sup.init_epochs or 0) if method.init_stage else 0
         self.in_stage = False  # set per batch by the supervision (start_step); StagedOptimizer reads it
         self.uses = True  # the current stage reads the features
+        self.summary: list[str] = []  # what was resolved, for the run's log (logged once it has its file)
         probe = self._probe_input(cfg, crop)
         student_shapes, teacher_shapes = self._shapes(probe)
         device = ctx.accelerator.device
@@ -94,11 +92,11 @@ class FeatureSupport:
         if self.stage_epochs:
             self.stage_params = self._reached_by_stage(probe)
         method.modules.to(device)
-        log.info("--method %s: student %s; teacher %s%s", sup.method,
-                 "; ".join(self.student_taps.describe()) if self.student_taps else "-",
-                 "; ".join(self.teacher_taps.describe()) if self.teacher_taps else "-",
-                 f"; side modules {sum(p.numel() for p in method.modules.parameters())} parameters"
-                 if len(method.modules) else "")
+        self.summary.insert(0, "--method {}: student {}; teacher {}{}".format(
+            sup.method, "; ".join(self.student_taps.describe()) if self.student_taps else "-",
+            "; ".join(self.teacher_taps.describe()) if self.teacher_taps else "-",
+            f"; side modules {sum(p.numel() for p in method.modules.parameters())} parameters"
+            if len(method.modules) else ""))
 
     # ------------------------------------------------------------------ start-up probe
     def _probe_input(self, cfg: "Config", crop: int) -> torch.Tensor:
@@ -155,8 +153,8 @@ class FeatureSupport:
         if unused:
             raise CgTrainError(f"--method {self.ctx.cfg.supervision.method}: {len(unused)} parameter(s) of the side "
                                f"modules its first stage trains get no gradient from that stage's loss")
-        log.info("first stage (%d epochs): trains %d of the student's %d parameter tensors and %d of its side "
-                 "modules'", self.stage_epochs, len(reached), len(student), len(side))
+        self.summary.append(f"first stage ({self.stage_epochs} epochs): trains {len(reached)} of the student's "
+                            f"{len(student)} parameter tensors and {len(side)} of its side modules'")
         return reached + side
 
     # ------------------------------------------------------------------ optimizer
@@ -217,6 +215,12 @@ class FeatureSupport:
         student = [f.float()[cut] for f in self.student_taps.read()] if self.student_taps else []
         teacher = [f.float()[cut] for f in self.teacher_taps.read()] if self.teacher_taps else []
         return student, teacher
+
+    def remove(self) -> None:
+        """Remove every hook from both models."""
+        for taps in (self.student_taps, self.teacher_taps):
+            if taps is not None:
+                taps.remove()
 
     def describe(self) -> dict[str, list[str]]:
         return {"student": self.student_taps.describe() if self.student_taps else [],
