@@ -48,6 +48,48 @@ def cg_train(code: Path, args: list[str], out: Path) -> list[float]:
     return [rates[e] for e in sorted(rates)]
 
 
+def tap_overhead(arch: str, size: int, batch: int, reps: int, device: str) -> dict[str, float]:
+    """In one process, interleaved step by step: the student's forward + backward alone, with taps installed but
+    capturing nothing (an evaluation-like unarmed pass), and with taps capturing every feat/preact reference (the
+    most a method asks for). Medians of ``reps`` steps each; the overheads are relative to the plain step."""
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from cg_train.models import build_model
+    from cg_train.models.features import FeatureTaps
+
+    torch.manual_seed(0)
+    model = build_model(arch, 10).to(device).train()
+    x = torch.randn(batch, 3, size, size, device=device)
+
+    def step() -> float:
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        model(x).float().sum().backward()
+        sync()
+        return time.perf_counter() - start
+
+    taps = FeatureTaps(model, ["feat[:]", "preact[:]"], "benchmark", arm="grad")
+    taps.enabled = False
+    times: dict[str, list[float]] = {"plain": [], "unarmed": [], "capturing": []}
+    for _ in range(3):  # warm-up
+        step()
+    kinds = list(times)
+    for i in range(reps):
+        for kind in kinds[i % 3:] + kinds[:i % 3]:  # rotated, so no kind always follows another
+            taps.remove()
+            if kind != "plain":
+                taps._install()
+                taps.enabled = kind == "capturing"
+            times[kind].append(step())
+            taps.discard()
+    taps.remove()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"plain ms": 1000 * med["plain"], "unarmed overhead": med["unarmed"] / med["plain"] - 1,
+            "capturing overhead": med["capturing"] / med["plain"] - 1}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default="cifar_resnet20")
@@ -60,11 +102,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout for the ce/kd rows (main)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 round: check that every row runs")
+    parser.add_argument("--taps-only", action="store_true", help="only the in-process tap overhead")
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
     if args.smoke:
         args.images, args.size, args.rounds, args.batch_size = 64, 16, 1, 32
     methods = [m for m in args.methods.split(",") if m]
+    taps = tap_overhead(args.student, args.size, args.batch_size, 5 if args.smoke else 40, args.device)
+    print(f"taps on {args.student} ({args.size} px, batch {args.batch_size}, {args.device}), forward + backward, "
+          f"interleaved steps: plain {taps['plain ms']:.1f} ms; hooks installed but not capturing "
+          f"{100 * taps['unarmed overhead']:+.1f} %; capturing every feat[:] and preact[:] reference "
+          f"{100 * taps['capturing overhead']:+.1f} %")
+    if args.taps_only:
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="feature_kd_bench_") as tmp:
         root = Path(tmp)

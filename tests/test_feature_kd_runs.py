@@ -86,6 +86,7 @@ def side_state(run: Path, name: str = "checkpoint.pth.tar") -> dict[str, torch.T
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_on_two_processes_under_bf16(two_process_runs: Path, method: str) -> None:
     run = two_process_runs / "bf16" / method
+    assert "mixed_precision: bf16" in (run / "config.yaml").read_text()
     epochs = 1 + (method in STAGED)  # the first stage's epoch, then --epochs 1
     test = read_csv(run / "test.csv")
     assert test.epoch.tolist() == list(range(epochs + 1)) and np.isfinite(test.loss).all(), test

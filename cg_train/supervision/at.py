@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..data.manifest import Batch
 from . import METHODS, Extras
-from .feature_kd import FeatureMethod, pool_to_smaller
+from .feature_kd import FeatureMethod, over_pairs
 
 P = 2
 
@@ -28,11 +28,7 @@ class AttentionTransfer(FeatureMethod):
     defaults = {**FeatureMethod.defaults, "feature_weight": 1000.0}
 
     def feature_losses(self, batch: Batch, extras: Extras) -> torch.Tensor:
-        total = 0.0
-        for f_s, f_t in zip(extras.student_features, extras.teacher_features):
-            f_s, f_t = pool_to_smaller(f_s, f_t)
-            total = total + (attention(f_s) - attention(f_t)).pow(2).mean(1)
-        return total
+        return over_pairs(extras, lambda f_s, f_t: (attention(f_s) - attention(f_t)).pow(2).mean(1))
 
 
 METHODS.register("attention", help="RepDistiller's name for at")(AttentionTransfer)

@@ -10,7 +10,7 @@ and the feature term compares the original rows x.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +75,12 @@ def pool_to_smaller(f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor,
     elif s_h < t_h:
         f_t = F.adaptive_avg_pool2d(f_t, (s_h, s_h))
     return f_s, f_t
+
+
+def over_pairs(extras: Extras, term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``sum over the compared pairs of term(f_s, f_t)``, the larger map of each pair pooled to the smaller's size;
+    the pairs are zipped (the shorter list decides how many, RepDistiller's rule)."""
+    return sum(term(*pool_to_smaller(f_s, f_t)) for f_s, f_t in zip(extras.student_features, extras.teacher_features))
 
 
 def no_relation(*features: torch.Tensor) -> Losses:

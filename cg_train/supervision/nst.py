@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..data.manifest import Batch
 from . import METHODS, Extras
-from .feature_kd import FeatureMethod, pool_to_smaller
+from .feature_kd import FeatureMethod, over_pairs
 
 
 def poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -27,11 +27,11 @@ class NeuronSelectivity(FeatureMethod):
     defaults = {**FeatureMethod.defaults, "feature_weight": 50.0}
 
     def feature_losses(self, batch: Batch, extras: Extras) -> torch.Tensor:
-        total = 0.0
-        for f_s, f_t in zip(extras.student_features, extras.teacher_features):
-            f_s, f_t = pool_to_smaller(f_s, f_t)
-            s = F.normalize(f_s.flatten(2), dim=2)
-            t = F.normalize(f_t.flatten(2), dim=2)
-            total = total + (poly_kernel(t, t).flatten(1).mean(1) + poly_kernel(s, s).flatten(1).mean(1)
-                             - 2 * poly_kernel(s, t).flatten(1).mean(1))
-        return total
+        return over_pairs(extras, mmd2)
+
+
+def mmd2(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+    """Per sample, the squared MMD between the channels' L2-normalised maps (maps of one size)."""
+    s, t = F.normalize(f_s.flatten(2), dim=2), F.normalize(f_t.flatten(2), dim=2)
+    mean = lambda k: k.flatten(1).mean(1)  # noqa: E731
+    return mean(poly_kernel(t, t)) + mean(poly_kernel(s, s)) - 2 * mean(poly_kernel(s, t))
