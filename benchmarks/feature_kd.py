@@ -1,57 +1,114 @@
 """Step time of the feature-level distillation methods relative to logit-only KD on the same teacher/student pair,
-and of runs without a feature method relative to another checkout (today's main), side by side in one run.
+and of runs without a feature method relative to another checkout (the branch point, or main), side by side.
 
-Every row is a real ``cg-train`` run (a fresh process) with ``--loader synthetic`` (random images already on the
-device: what is timed is the training step, not decoding); its images/s is what the run logs for a training epoch
-after its first ("epoch E: trained on N samples, ... S s (R img/s)"). Rounds interleave every configuration, in a
-rotated order, so load from other jobs hits all alike; the table gives medians over rounds and each ratio is
-``median img/s of the reference / median img/s of the row``, i.e. a step-time ratio (> 1: slower).
+Each configuration is a real run set up by cg-train itself (``cg_train.cli.main`` with ``--loader synthetic``:
+random images already on the device, so the step is timed, not decoding) whose ``Trainer.fit`` is replaced by
+nothing: the built trainer is kept, and its real ``train_step`` (forward, supervision with teacher and taps,
+backward, optimizer step) is timed. One worker process per checkout holds every configuration of that checkout;
+the driver interleaves steps of all configurations of all workers, in a rotated order, for ``--rounds`` rounds, so
+load from other jobs on a shared machine hits all alike. The table gives the median step time and its ratio to
+the reference's (``kd`` of this checkout for the methods; the same run of ``--baseline`` for ``ce``/``kd``).
 
-Rows: ``ce`` and ``kd`` of this checkout against the same of ``--baseline`` (target: the no-feature-method runs
-within 2 %: hooks cost nothing when no method asks, none are installed); each feature method against ``kd`` of this
-checkout (target <= 1.3x except where the method itself computes more). Methods with a first stage (fitnet, ab,
-ft, fsp) get two rows: the stage (``--init-epochs``) and the training after it.
+Targets: the runs without a feature method within 2 % of the baseline (none installs a hook); each feature method
+<= 1.3x KD except where the method itself computes more. Methods with a first stage (fitnet, ab, ft, fsp) get two
+rows: a step of the stage (``--init-epochs``) and one of the training after it.
 
-    python benchmarks/feature_kd.py --baseline /work/main                  # CPU: cifar_resnet20 -> cifar_resnet8
-    python benchmarks/feature_kd.py --teacher cifar_resnet56 --student cifar_resnet20 --device cuda --images 8192
-    python benchmarks/feature_kd.py --smoke                                # seconds: checks the rows are produced
+    git -C . archive 4fccee2 | tar -x -C /tmp/base                    # the branch point, for --baseline
+    python benchmarks/feature_kd.py --baseline /tmp/base              # CPU: cifar_resnet20 -> cifar_resnet8
+    python benchmarks/feature_kd.py --teacher cifar_resnet56 --student cifar_resnet20 --device cuda --batch-size 128
+    python benchmarks/feature_kd.py --smoke                           # seconds: checks every row runs
 
 Arguments after ``--`` go to every run (e.g. ``--channels-last --mixed-precision bf16``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import re
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parent.parent
-EPOCH_LINE = re.compile(r"epoch (\d+): trained on (\d+) samples, .* ([\d.]+) s \(([\d.]+) img/s\)")
 METHODS = ("fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst")
 STAGED = ("fitnet", "ab", "ft", "fsp")
 
 
-def cg_train(code: Path, args: list[str], out: Path) -> list[float]:
-    """Run cg-train from checkout ``code``; the img/s of each training epoch it logged."""
-    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "cg_train", *args, "--output-dir", str(out), "--no-progress"],
-                          cwd=code, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"cg-train failed ({code}): {' '.join(args)}\n{proc.stderr[-3000:]}")
-    rates = {int(m.group(1)): float(m.group(4)) for m in EPOCH_LINE.finditer((out / "log.txt").read_text())}
-    return [rates[e] for e in sorted(rates)]
+# --------------------------------------------------------------------------- worker: one checkout's trainers
 
+def worker() -> None:
+    """Reads commands on stdin: ``setup LABEL STAGE_EPOCH ARGS...`` (a run; its trainer is kept, at that epoch)
+    and ``time LABEL N`` (N training steps; answers the seconds of each as one JSON line)."""
+    import torch
+    from accelerate.state import AcceleratorState, GradientState
+
+    from cg_train.cli import main
+    from cg_train.engine import trainer as trainer_module
+
+    protocol, sys.stdout = sys.stdout, sys.stderr  # cg-train's log lines go to stderr, answers to stdout
+    kept: dict[str, Any] = {}
+    built: list[Any] = []
+    trainer_module.Trainer.fit = lambda self: built.append(self)  # set up, never trained
+    batches: dict[str, Any] = {}
+    for line in sys.stdin:
+        command, label, *rest = shlex.split(line)
+        if command == "setup":
+            epoch, args = int(rest[0]), rest[1:]
+            AcceleratorState._reset_state(reset_partial_state=True)
+            GradientState._reset_state()
+            assert main(args) == 0, args
+            trainer = built.pop()
+            trainer.state.epoch = epoch
+            loader = trainer.ctx.data.train_loader
+            loader.set_epoch(0)
+            batches[label] = [b.to(trainer.accelerator.device) for b in loader]
+            trainer.model.train()
+            kept[label] = trainer
+            print(json.dumps({"ready": label}), file=protocol, flush=True)
+        elif command == "time":
+            trainer, times = kept[label], []
+            for i in range(int(rest[0])):
+                batch = batches[label][i % len(batches[label])]
+                sync = torch.cuda.synchronize if trainer.accelerator.device.type == "cuda" else (lambda: None)
+                sync()
+                start = time.perf_counter()
+                trainer.train_step(batch, i, 1 << 30)
+                sync()
+                times.append(time.perf_counter() - start)
+            print(json.dumps(times), file=protocol, flush=True)
+
+
+class Worker:
+    def __init__(self, code: Path, log: Path):
+        env = {**os.environ, "PYTHONPATH": str(code), "PYTHONUNBUFFERED": "1"}
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker"], cwd=code, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+
+    def ask(self, *words: str) -> Any:
+        self.proc.stdin.write(shlex.join(words) + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise SystemExit(f"the benchmark worker ended on: {' '.join(words)[:300]}\n"
+                             f"{self.log.read_text()[-3000:]}")
+        return json.loads(answer)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+# --------------------------------------------------------------------------- in-process tap overhead
 
 def tap_overhead(arch: str, size: int, batch: int, reps: int, device: str) -> dict[str, float]:
-    """In one process, interleaved step by step: the student's forward + backward alone, with taps installed but
-    capturing nothing (an evaluation-like unarmed pass), and with taps capturing every feat/preact reference (the
-    most a method asks for). Medians of ``reps`` steps each; the overheads are relative to the plain step."""
+    """The student's forward + backward alone, with taps installed but capturing nothing (an evaluation pass), and
+    with taps capturing every feat/preact reference (the most a method asks for); steps interleaved, rotated."""
     import torch
 
     sys.path.insert(0, str(REPO))
@@ -71,13 +128,12 @@ def tap_overhead(arch: str, size: int, batch: int, reps: int, device: str) -> di
         return time.perf_counter() - start
 
     taps = FeatureTaps(model, ["feat[:]", "preact[:]"], "benchmark", arm="grad")
-    taps.enabled = False
     times: dict[str, list[float]] = {"plain": [], "unarmed": [], "capturing": []}
-    for _ in range(3):  # warm-up
-        step()
     kinds = list(times)
+    for _ in range(3):
+        step()
     for i in range(reps):
-        for kind in kinds[i % 3:] + kinds[:i % 3]:  # rotated, so no kind always follows another
+        for kind in kinds[i % 3:] + kinds[:i % 3]:
             taps.remove()
             if kind != "plain":
                 taps._install()
@@ -86,94 +142,99 @@ def tap_overhead(arch: str, size: int, batch: int, reps: int, device: str) -> di
             taps.discard()
     taps.remove()
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"plain ms": 1000 * med["plain"], "unarmed overhead": med["unarmed"] / med["plain"] - 1,
-            "capturing overhead": med["capturing"] / med["plain"] - 1}
+    return {"plain ms": 1000 * med["plain"], "unarmed": med["unarmed"] / med["plain"] - 1,
+            "capturing": med["capturing"] / med["plain"] - 1}
 
+
+# --------------------------------------------------------------------------- driver
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--teacher", default="cifar_resnet20")
     parser.add_argument("--student", default="cifar_resnet8")
     parser.add_argument("--size", type=int, default=32, help="image size")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--images", type=int, default=1024, help="training images per epoch")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps of a configuration per round")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--baseline", type=Path, default=None, help="another checkout for the ce/kd rows (main)")
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout for the ce/kd rows")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 round: check that every row runs")
-    parser.add_argument("--taps-only", action="store_true", help="only the in-process tap overhead")
+    parser.add_argument("--no-taps", action="store_true", help="skip the in-process tap overhead")
     args, extra = parser.parse_known_args(argv)
+    if args.worker:
+        worker()
+        return 0
     extra = [a for a in extra if a != "--"]
     if args.smoke:
-        args.images, args.size, args.rounds, args.batch_size = 64, 16, 1, 32
+        args.size, args.rounds, args.batch_size, args.steps = 16, 1, 16, 1
     methods = [m for m in args.methods.split(",") if m]
-    taps = tap_overhead(args.student, args.size, args.batch_size, 5 if args.smoke else 40, args.device)
-    print(f"taps on {args.student} ({args.size} px, batch {args.batch_size}, {args.device}), forward + backward, "
-          f"interleaved steps: plain {taps['plain ms']:.1f} ms; hooks installed but not capturing "
-          f"{100 * taps['unarmed overhead']:+.1f} %; capturing every feat[:] and preact[:] reference "
-          f"{100 * taps['capturing overhead']:+.1f} %")
-    if args.taps_only:
-        return 0
 
+    taps = None if args.no_taps else tap_overhead(args.student, args.size, args.batch_size, 5 if args.smoke else 30,
+                                                  args.device)
     with tempfile.TemporaryDirectory(prefix="feature_kd_bench_") as tmp:
         root = Path(tmp)
         data = root / "digits"
-        subprocess.run([sys.executable, "-m", "cg_train", "prepare-demo", str(data)], cwd=REPO, check=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
-        common = [str(data), "--loader", "synthetic", "--image-size", str(args.size), "--batch-size",
-                  str(args.batch_size), "--workers", "0", "--sample-size", "8", "--lr", "0.01",
-                  "--lr-scheduler", "constant", *([] if args.device == "cuda" else ["--cpu"]), *extra]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        subprocess.run([sys.executable, "-m", "cg_train", "prepare-demo", str(data)], cwd=REPO, check=True, env=env,
+                       capture_output=True)
+        subprocess.run([sys.executable, "-c", "from pathlib import Path; from cg_train.data.demo import demo_subset; "
+                        f"demo_subset(Path({str(data)!r}), Path({str(root / 'subset')!r}), "
+                        f"{max(1, 4 * args.batch_size // 10)}, 1)"], cwd=REPO, check=True, env=env)
+        common = [str(root / "subset"), "--loader", "synthetic", "--image-size", str(args.size), "--batch-size",
+                  str(args.batch_size), "--workers", "0", "--sample-size", "8", "--lr", "0.01", "--no-progress",
+                  "--epochs", "1", *([] if args.device == "cuda" else ["--cpu"]), *extra]
         # the teacher: an untrained checkpoint of its arch is as costly to run as a trained one
-        cg_train(REPO, [*common, "--arch", args.teacher, "--epochs", "0"], root / "teacher")
+        subprocess.run([sys.executable, "-m", "cg_train", *common, "--arch", args.teacher, "--epochs", "0",
+                        "--output-dir", str(root / "teacher")], cwd=REPO, check=True, env=env, capture_output=True)
         teacher = str(root / "teacher" / "model_best.pth.tar")
-        # --images per epoch: the synthetic loader walks the manifest, so cap it with a subset of the demo digits
-        per_class = max(1, args.images // 10)
-        subset = root / "subset"
-        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                        "from cg_train.data.demo import demo_subset; "
-                        f"demo_subset(Path({str(data)!r}), Path({str(subset)!r}), {per_class}, 1)"],
-                       cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-        common[0] = str(subset)
 
-        configs: dict[str, tuple[Path, list[str], int]] = {}  # label -> (checkout, args, which epoch to read)
         student = ["--arch", args.student]
-        kd = [*student, "--method", "kd", "--teacher", teacher]
-        for code, tag in ((REPO, "this"), *(((args.baseline, "baseline"),) if args.baseline else ())):
-            configs[f"ce ({tag})"] = (code, [*student, "--epochs", "2"], 1)
-            configs[f"kd ({tag})"] = (code, [*kd, "--epochs", "2"], 1)
+        configs: list[tuple[str, str, int, list[str]]] = []  # (worker, label, epoch, args)
+        for tag in ("this", *(("baseline",) if args.baseline else ())):
+            configs.append((tag, f"ce ({tag})", 0, student))
+            configs.append((tag, f"kd ({tag})", 0, [*student, "--method", "kd", "--teacher", teacher]))
         for m in methods:
             run = [*student, "--method", m, "--teacher", teacher]
             if m in STAGED:
-                configs[f"{m} (first stage)"] = (REPO, [*run, "--init-epochs", "2", "--epochs", "1"], 1)
-                configs[m] = (REPO, [*run, "--init-epochs", "1", "--epochs", "2"], 2)
+                configs.append(("this", f"{m} (first stage)", 0, [*run, "--init-epochs", "1"]))
+                configs.append(("this", m, 1, [*run, "--init-epochs", "1"]))
             else:
-                configs[m] = (REPO, [*run, "--epochs", "2"], 1)
+                configs.append(("this", m, 0, run))
+        workers = {"this": Worker(REPO, root / "this.log"),
+                   **({"baseline": Worker(args.baseline, root / "baseline.log")} if args.baseline else {})}
+        try:
+            for i, (tag, label, epoch, run_args) in enumerate(configs):
+                workers[tag].ask("setup", label, str(epoch), *common, *run_args, "--output-dir", str(root / f"r{i}"))
+            times: dict[str, list[float]] = {label: [] for _, label, _, _ in configs}
+            started = time.time()
+            for r in range(args.rounds):
+                for tag, label, _, _ in configs[r % len(configs):] + configs[:r % len(configs)]:
+                    times[label] += workers[tag].ask("time", label, str(args.steps))
+                if (r + 1) % max(1, args.rounds // 5) == 0:
+                    print(f"round {r + 1}/{args.rounds} ({time.time() - started:.0f} s)", file=sys.stderr)
+        finally:
+            for w in workers.values():
+                w.close()
 
-        rates: dict[str, list[float]] = {label: [] for label in configs}
-        labels = list(configs)
-        started = time.time()
-        for r in range(args.rounds):
-            order = labels[r % len(labels):] + labels[:r % len(labels)]
-            for i, label in enumerate(order):
-                code, run_args, epoch = configs[label]
-                rates[label].append(cg_train(code, [*common, *run_args], root / f"r{r}_{i}")[epoch])
-            print(f"round {r + 1}/{args.rounds} done ({time.time() - started:.0f} s)", file=sys.stderr)
-
-    median = {label: statistics.median(v) for label, v in rates.items()}
-    print(f"\n{args.teacher} -> {args.student}, {args.size} px, batch {args.batch_size}, {args.device}, "
-          f"{args.rounds} interleaved rounds (median img/s); step-time ratio = reference img/s / row img/s\n")
-    print("| run | img/s | reference | step-time ratio |")
+    median = {label: 1000 * statistics.median(v) for label, v in times.items()}
+    print(f"\n{args.teacher} -> {args.student}, {args.size} px, batch {args.batch_size}, {args.device}"
+          f"{' ' + ' '.join(extra) if extra else ''}; {args.rounds} interleaved rounds of {args.steps} steps; "
+          f"median step time; ratio = row / reference\n")
+    if taps is not None:
+        print(f"taps on {args.student}, forward + backward alone: {taps['plain ms']:.1f} ms; hooks installed but "
+              f"not capturing {100 * taps['unarmed']:+.1f} %; capturing every feat[:] and preact[:] reference "
+              f"{100 * taps['capturing']:+.1f} %\n")
+    print("| run | step ms | reference | ratio |")
     print("|---|---|---|---|")
-    for label in labels:
+    for tag, label, _, _ in configs:
         if label.startswith(("ce (", "kd (")):
-            ref = label.replace("(this)", "(baseline)") if args.baseline else None
-            if ref is None or label == ref:
-                print(f"| {label} | {median[label]:.1f} | - | - |")
-            else:
-                print(f"| {label} | {median[label]:.1f} | {ref} | {median[ref] / median[label]:.3f}x |")
+            ref = label.replace("(this)", "(baseline)") if args.baseline and tag == "this" else None
+            cell = f"| {ref} | {median[label] / median[ref]:.3f}x |" if ref else "| - | - |"
         else:
-            print(f"| {label} | {median[label]:.1f} | kd (this) | {median['kd (this)'] / median[label]:.3f}x |")
+            cell = f"| kd (this) | {median[label] / median['kd (this)']:.3f}x |"
+        print(f"| {label} | {median[label]:.1f} {cell}")
     return 0
 
 
