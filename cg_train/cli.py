@@ -35,6 +35,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "cg_train.datasets_cli",
     "cg_train.paths.cli",
     "cg_train.evaluate_cli",
+    "cg_train.features_cli",
 ]
 
 
@@ -80,7 +81,10 @@ def field_type(cls: type, name: str) -> type:
 
 
 def _default_text(f: dataclasses.Field) -> str:
-    return "" if f.default is None else f", default: {f.default}"
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # lists
+    if isinstance(default, list):
+        default = ",".join(map(str, default)) or None
+    return "" if default is None else f", default: {default}"
 
 
 def comma_list(item: type) -> Callable[[str], list]:

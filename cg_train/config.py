@@ -250,9 +250,10 @@ class SupervisionConfig:
     """What the network is trained toward (seeds 000, 001, 003; docs/supervision.md)."""
 
     method: str = opt("ce", "training target (see `cg-train list methods`): ce, ls, kd, self_kd, filter_kd, sl, "
-                      "sl_enc, sl_ens, sl_kd", "--method")
-    teacher: Optional[str] = opt(None, "teacher checkpoint of kd / sl* (any cg-train checkpoint, e.g. "
-                                 "RUN/model_best.pth.tar; its arch is read from it); several, ':'-separated, "
+                      "sl_enc, sl_ens, sl_kd, and the feature-level methods fitnet, at, sp, cc, vid, rkd, pkt, ab, "
+                      "ft, fsp, nst (docs/feature_distillation.md)", "--method")
+    teacher: Optional[str] = opt(None, "teacher checkpoint of kd / sl* / feature methods (any cg-train checkpoint, "
+                                 "e.g. RUN/model_best.pth.tar; its arch is read from it); several, ':'-separated, "
                                  "for sl_ens", "--teacher", metavar="CKPT")
     targets: Optional[str] = opt(None, "filter_kd: a teacher run's p_smoothing table [N, K] (its "
                                  "p_smoothing_best.npy), rows by sample index", "--targets", metavar="TABLE.npy")
@@ -263,10 +264,30 @@ class SupervisionConfig:
                            "--smoothing", check=in_range(0.0, 1.0))
     temperature: float = opt(4.0, "softmax temperature of KD terms and teacher-initialised labels (seed 001's "
                              "--kd_T)", "--kd-temperature", check=positive)
-    ce_weight: float = opt(0.1, "kd/self_kd: weight of the hard-label CE (sl_kd: of the soft-label loss); seed "
-                           "001's -r", "--kd-ce-weight", check=at_least(0.0))
-    kd_weight: float = opt(0.9, "weight of the KD term (kd, self_kd, sl_kd); seed 001's -a", "--kd-weight",
-                           check=at_least(0.0))
+    ce_weight: Optional[float] = opt(None, "weight of the hard-label CE (sl_kd: of the soft-label loss); seed 001's "
+                                     "-r (default: 0.1 for kd/self_kd/sl_kd, 1 for the feature methods, as "
+                                     "RepDistiller's scripts)", "--kd-ce-weight", check=at_least(0.0))
+    kd_weight: Optional[float] = opt(None, "weight of the KD term (kd, self_kd, sl_kd, feature methods); seed 001's "
+                                     "-a (default: 0.9 for kd/self_kd/sl_kd, 0 for the feature methods)",
+                                     "--kd-weight", check=at_least(0.0))
+    feature_weight: Optional[float] = opt(None, "weight of a feature method's feature term; RepDistiller's -b "
+                                          "(default: the method's, e.g. fitnet 100, at 1000, sp 3000; see "
+                                          "`cg-train list methods`)", "--feature-weight", check=at_least(0.0))
+    init_epochs: Optional[int] = opt(None, "epochs of a feature method's first stage, before the --epochs of "
+                                     "training (FitNet's hint stage, AB/FT/FSP pre-training; RepDistiller's "
+                                     "--init_epochs; default: 30 for ab, ft, fsp, 0 otherwise)", "--init-epochs",
+                                     check=at_least(0))
+    init_lr: Optional[float] = opt(None, "learning rate of that first stage, constant (default: --lr; ft: 0.01, "
+                                   "as RepDistiller for its ResNet/WRN students)", "--init-lr", check=at_least(0.0))
+    hint_layer: int = opt(2, "fitnet: which of RepDistiller's feature maps is the hint (feat[HINT_LAYER] of both "
+                          "models: 0 the stem, 1.. the stages)", "--hint-layer", check=at_least(0))
+    student_features: list[str] = opt([], "override the student features the method compares: references such as "
+                                      "feat[1:-1], preact[2], layer3, layers.2.add, fc:in, embedding "
+                                      "(docs/feature_distillation.md)", "--student-features", metavar="REF,...")
+    teacher_features: list[str] = opt([], "override the teacher features the method compares (as "
+                                      "--student-features)", "--teacher-features", metavar="REF,...")
+    feat_dim: int = opt(128, "cc (and crd): size of the linear embedding heads on the penultimate features "
+                        "(RepDistiller's --feat_dim)", "--feat-dim", check=at_least(1))
     label_lr: float = opt(0.5, "sl*: step size of each learned label's update per visit", "--label-lr",
                           check=at_least(0.0))
     label_anchor: float = opt(0.0, "sl*: weight of CE(observed label, learned label) in the label update",

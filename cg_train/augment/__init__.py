@@ -285,10 +285,7 @@ def check_augment_config(cfg: "Config") -> None:
     """Refuse combinations that would silently mis-attribute or mis-weigh a sample (one line each)."""
     aug = cfg.augment
     scheme = SCHEMES.get(aug.da)
-    lw = parse_lw_mix(aug.lw_mix)
-    method = cfg.supervision.method
-    if lw is not None and method != "kd":
-        raise ConfigError(f"--lw-mix needs --method kd (seed 001's KD losses), not --method {method}")
+    method = cfg.supervision.method  # (which methods take --lw-mix is theirs to say: supervision.Method.check)
     teacher_needed = (issubclass(scheme, CutMixPick) and (scheme.criterion or aug.pick_criterion) != "s_ent") or \
         aug.check_ce_var
     if teacher_needed and not cfg.supervision.teacher:

@@ -161,7 +161,10 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
     data = build_data(cfg, resize, crop, accelerator.process_index, accelerator.num_processes,
                       accelerator.device)
     model = fast_path.prepare_model(build_model(cfg.model.arch, data.train.num_classes, cfg.model.pretrained), cfg)
-    optimizer = build_optimizer(model.parameters(), cfg)
+    ctx = RunContext(cfg, out, accelerator, data)
+    # loads teachers / --targets, builds a feature method's side modules; its state rides with the recorders'
+    supervision = Supervision(ctx, model, crop)
+    optimizer = build_optimizer(supervision.param_groups(), cfg)
     scheduler = build_scheduler(optimizer, cfg)
     resume_from = resolve_resume(cfg, out)
     resume_state = checkpoint.load(resume_from) if resume_from is not None else None
@@ -169,8 +172,7 @@ def _run(cfg: Config, stop: StopSignals) -> Path:
         deepspeed_backend.configure(accelerator, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     model = fast_path.maybe_compile(model, cfg, accelerator)
-    ctx = RunContext(cfg, out, accelerator, data)
-    supervision = Supervision(ctx, model)  # loads teachers / --targets; its state rides with the recorders'
+    optimizer, scheduler = supervision.prepare(model, optimizer, scheduler)  # side modules under DDP; a 1st stage
     augmenter, augment_recorders = build_augmentation(ctx, model, supervision)  # --da, --check-ce-var
     recorders = build_recorders(ctx, extra={"supervision": supervision, **augment_recorders})
     trainer = Trainer(ctx, model, optimizer, scheduler, recorders, crop, stop, supervision, augmenter)

@@ -93,8 +93,13 @@ class Trainer:
         return self.cfg.train.progress and self.ctx.is_main
 
     # ------------------------------------------------------------------ loop
+    @property
+    def epochs(self) -> int:
+        """--epochs, after a supervision method's first stage (--init-epochs) if it has one."""
+        return self.cfg.train.epochs + (self.supervision.stage_epochs if self.supervision is not None else 0)
+
     def fit(self) -> None:
-        epochs = self.cfg.train.epochs
+        epochs = self.epochs
         if self.state.epoch > epochs:
             raise CgTrainError(f"the checkpoint has already trained {self.state.epoch} epochs, more than "
                                f"--epochs {epochs}: raise --epochs or use another --output-dir")
@@ -181,7 +186,7 @@ class Trainer:
             if self.supervision is None:
                 losses = F.cross_entropy(logits.float(), targets, reduction="none")
             else:
-                losses = self.supervision(batch, images, targets, logits)
+                losses = self.supervision(batch, images, targets, logits, self.state.epoch, step)
             if weight != 1.0:
                 losses = losses * weight
             loss_sum = losses.detach().sum().double()

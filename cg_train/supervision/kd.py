@@ -2,7 +2,7 @@
 
 Per sample, as RepDistiller (seed 001's code base) with ``-r/-a`` as
 ``--kd-ce-weight/--kd-weight``: ``r * CE(s, y) + a * T^2 * KL(softmax(t/T) || softmax(s/T))``.
-Seed 001's ``-b`` weighs feature-based losses, which no method here has.
+Seed 001's ``-b`` weighs the feature methods' terms (``--feature-weight``; docs/feature_distillation.md).
 Several teachers: the KL term is averaged over them.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from . import METHODS, Extras, Method
                              "--kd-temperature)")
 class KnowledgeDistillation(Method):
     teacher = "checkpoint"
+    lw_mix_ok = True
 
     lw_mix: tuple[float, float, float] = (1.0, 0.0, 1.0)  # set from --lw-mix by Supervision
     t_output = False  # --t-output-as-target-for-input-mix
@@ -41,3 +42,4 @@ class KnowledgeDistillation(Method):
                                   "previous epoch (plain CE in epoch 0)")
 class SelfDistillation(KnowledgeDistillation):
     teacher = "self"
+    lw_mix_ok = False
