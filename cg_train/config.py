@@ -251,7 +251,7 @@ class SupervisionConfig:
 
     method: str = opt("ce", "training target (see `cg-train list methods`): ce, ls, kd, self_kd, filter_kd, sl, "
                       "sl_enc, sl_ens, sl_kd, and the feature-level methods fitnet, at, sp, cc, vid, rkd, pkt, ab, "
-                      "ft, fsp, nst (docs/feature_distillation.md)", "--method")
+                      "ft, fsp, nst, crd (docs/feature_distillation.md)", "--method")
     teacher: Optional[str] = opt(None, "teacher checkpoint of kd / sl* / feature methods (any cg-train checkpoint, "
                                  "e.g. RUN/model_best.pth.tar; its arch is read from it); several, ':'-separated, "
                                  "for sl_ens", "--teacher", metavar="CKPT")
@@ -286,8 +286,20 @@ class SupervisionConfig:
                                       "(docs/feature_distillation.md)", "--student-features", metavar="REF,...")
     teacher_features: list[str] = opt([], "override the teacher features the method compares (as "
                                       "--student-features)", "--teacher-features", metavar="REF,...")
-    feat_dim: int = opt(128, "cc (and crd): size of the linear embedding heads on the penultimate features "
+    feat_dim: int = opt(128, "cc and crd: size of the linear embedding heads on the penultimate features "
                         "(RepDistiller's --feat_dim)", "--feat-dim", check=at_least(1))
+    nce_k: int = opt(16384, "crd: negatives per sample drawn from the memory (RepDistiller's --nce_k)", "--nce-k",
+                     check=at_least(1))
+    nce_t: float = opt(0.07, "crd: temperature of the contrast scores exp(v.m / T) (RepDistiller's --nce_t)",
+                       "--nce-t", check=positive)
+    nce_m: float = opt(0.5, "crd: momentum of the memory update m <- norm(M m + (1 - M) v) (RepDistiller's --nce_m)",
+                       "--nce-m", check=in_range(0.0, 1.0, hi_open=True))
+    crd_memory_blocks: int = opt(64, "crd: the memory's row blocks, the unit of its sharding and of the "
+                                 "negatives' draws (at least the number of processes and at most --nce-k; the "
+                                 "same value gives the same negatives on any number of processes)",
+                                 "--crd-memory-blocks", check=at_least(1))
+    crd_negatives: str = opt("other_class", "crd: where negatives come from: other_class (RepDistiller's --mode "
+                             "exact) or any trained sample", "--crd-negatives", check=one_of("other_class", "any"))
     label_lr: float = opt(0.5, "sl*: step size of each learned label's update per visit", "--label-lr",
                           check=at_least(0.0))
     label_anchor: float = opt(0.0, "sl*: weight of CE(observed label, learned label) in the label update",

@@ -42,6 +42,8 @@ from .errors import CgTrainError
 from .io import atomic_path
 
 Combine = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``(n, world, rank) -> (start, stop)``: the contiguous rows a process holds.
+Bounds = Callable[[int, int, int], tuple[int, int]]
 
 
 def shard_bounds(n: int, world: int, rank: int) -> tuple[int, int]:
@@ -59,12 +61,15 @@ class ShardedTable:
     """This process's share of an ``[n, k]`` per-sample table, with a 'seen' flag per row."""
 
     def __init__(self, n: int, k: int, rank: int, world: int, device: torch.device,
-                 dtype: torch.dtype = torch.float32, step_rows: int = 0, count_updates: bool = False):
+                 dtype: torch.dtype = torch.float32, step_rows: int = 0, count_updates: bool = False,
+                 bounds: Bounds = shard_bounds):
         """``step_rows``: the most rows one process passes to one fetch/scatter (needed with > 1 process);
-        ``count_updates``: also count the writes of each row (``updates``)."""
+        ``count_updates``: also count the writes of each row (``updates``);
+        ``bounds``: which rows each process holds (default: ``ceil(n / world)``-row blocks); the
+        checkpoint records every process's rows, so a table saved with one layout loads into another."""
         self.n, self.k, self.rank, self.world, self.device, self.dtype = n, k, rank, world, device, dtype
-        self.step_rows = step_rows
-        self.start, self.stop = shard_bounds(n, world, rank)
+        self.step_rows, self.bounds = step_rows, bounds
+        self.start, self.stop = bounds(n, world, rank)
         held = self.stop - self.start
         # row ``held`` is the spare row: it takes the reads and writes of rows held elsewhere
         self._rows = torch.zeros(held + 1, k, dtype=dtype, device=device)
@@ -77,7 +82,7 @@ class ShardedTable:
         if count_updates:
             self._updates = torch.zeros(held + 1, dtype=torch.int32, device=device)
             self.updates = self._updates[:held]
-        assert self.rows.shape[0] <= -(-n // world), "a process holds more than its share"
+        assert bounds is not shard_bounds or held <= -(-n // world), "a process holds more than its share"
 
     @property
     def held_rows(self) -> int:
@@ -213,7 +218,8 @@ class ShardedTable:
             if gen < generation - 1 and (rank == self.rank and world == self.world or is_main and world != self.world):
                 old.unlink(missing_ok=True)
         return {"generation": generation, "world": self.world, "n": self.n, "k": self.k,
-                "updates": len(parts) == 3}
+                "updates": len(parts) == 3,
+                "bounds": [list(self.bounds(self.n, self.world, r)) for r in range(self.world)]}
 
     def load(self, folder: Path, state: dict[str, Any], what: str) -> None:
         """Read the rows this process owns from the shards a checkpoint names (any process count)."""
@@ -224,8 +230,8 @@ class ShardedTable:
         with_updates = self.updates is not None and bool(state.get("updates"))
         if self.updates is not None:
             self.updates_known = with_updates  # a checkpoint of an older version has no counts
-        for rank in range(world):
-            start, stop = shard_bounds(self.n, world, rank)
+        saved_bounds = state.get("bounds") or [shard_bounds(self.n, world, r) for r in range(world)]
+        for rank, (start, stop) in enumerate(saved_bounds):
             lo, hi = max(start, self.start), min(stop, self.stop)
             if lo >= hi:
                 continue

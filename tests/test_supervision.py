@@ -251,7 +251,7 @@ def test_cg_analyze_kd_tabulates_mean_and_std_over_seeds(tmp_path: Path) -> None
     np.testing.assert_allclose(table.loc["kd", ["ece_mean", "ece_std"]].astype(float),
                                [kd.mean() / 1000, kd.std(ddof=1) / 1000])
     assert table.loc["ce", "top1_mean"] == 68.0 and table.loc["ce", "top1_std"] == 0.0
-    assert "| kd | cifar_resnet56 | cifar_resnet20 | 0 | 3 | 71.33 ± 1.53 |" in (tmp_path / "kd_table.md").read_text()
+    assert "| kd | cifar_resnet20 | cifar_resnet56 | 0 | 3 | 71.33 ± 1.53 | +3.33 |" in (tmp_path / "kd_table.md").read_text()
 
 
 def test_kd_configs_are_valid_sweeps_of_seed_003_table_2(tmp_path: Path) -> None:

@@ -486,4 +486,4 @@ class Supervision(Recorder):
 
 
 from . import ce, filter_kd, kd, sl  # noqa: E402,F401,I001  (register)
-from . import ab, at, cc, fitnet, fsp, ft, nst, pkt, rkd, sp, vid  # noqa: E402,F401,I001  (feature methods)
+from . import ab, at, cc, crd, fitnet, fsp, ft, nst, pkt, rkd, sp, vid  # noqa: E402,F401,I001  (feature methods)
