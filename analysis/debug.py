@@ -12,7 +12,10 @@ and best test top-1, the corrupt samples it trains on (``is_corrupt`` and not ``
 ``corruption.parquet``, after debugging), and for a relabelled run how many labels the table changed
 and the fraction of its new labels that are the true ones (over the rows whose truth is known). Rows are
 grouped by setting (noise type, fraction, seed), each with the difference to that setting's noisy run.
-Writes ``debug.csv`` and ``debug.md``.
+Seeds are an axis: ``debug_seeds.csv`` (and the first table of ``debug.md``) averages the runs of each
+(setting, training, variant) over seeds, mean ± std and how many runs, where a setting is the noise type
+and fraction and every other config key that differs between the runs except the seed (:mod:`analysis.seeds`).
+Writes ``debug.csv`` (per run), ``debug_seeds.csv`` and ``debug.md``.
 """
 from __future__ import annotations
 
@@ -28,9 +31,11 @@ from cg_train.io import atomic_path
 
 from .experiments import find_experiment_dirs
 from .relabel import read_relabel_meta
-from .retrain import read_point
+from .retrain import OWN_KEYS, read_point
+from .seeds import cell, few_runs_note, over_seeds, pm, read_config, varying_keys
 
 KINDS = ("clean", "noisy", "removed", "relabelled")
+METRICS = ("final_acc1", "best_acc1", "vs_noisy", "corrupt_left", "relabels_correct")
 
 
 def relabel_stats(run: Path, labels_file: str, record: pd.DataFrame) -> dict:
@@ -64,7 +69,6 @@ def read_run(run: Path) -> Optional[dict]:
         return None
     cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
     noise = cfg.get("noise") or {}
-    point["seed"] = (cfg.get("train") or {}).get("seed")
     record_path = run / "corruption.parquet"
     record = pd.read_parquet(record_path) if record_path.is_file() else None
     if noise.get("labels"):
@@ -81,12 +85,17 @@ def read_run(run: Path) -> Optional[dict]:
     return point
 
 
-def debug_table(sweep_dir: Path) -> pd.DataFrame:
+def debug_table(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """One row per run, and the config keys besides noise type and fraction that tell settings apart."""
     if not sweep_dir.is_dir():
         raise CgTrainError(f"{sweep_dir} is not a directory: pass the folder that holds the runs")
     rows = [p for run in find_experiment_dirs(sweep_dir) if (p := read_run(run))]
     if not rows:
         raise CgTrainError(f"no run with config.yaml and test.csv under {sweep_dir}")
+    configs = [read_config(Path(row["run"])) for row in rows]
+    extras = varying_keys(configs, exclude=OWN_KEYS)
+    for row, config in zip(rows, configs):
+        row.update({key: config.get(key) for key in extras})
     table = pd.DataFrame(rows)
     for column in ("relabelled", "labels_changed", "relabel_known", "relabels_correct", "corrupt_left"):
         if column not in table:
@@ -97,7 +106,12 @@ def debug_table(sweep_dir: Path) -> pd.DataFrame:
     baseline = noisy.first()
     keys = list(zip(table.noise_type, table.corrupt_fraction, table.seed))
     table["vs_noisy"] = [row - baseline.get(key, np.nan) for row, key in zip(table.final_acc1, keys)]
-    return table.drop(columns="kind_order").reset_index(drop=True)
+    return table.drop(columns="kind_order").reset_index(drop=True), extras
+
+
+def debug_over_seeds(table: pd.DataFrame, extras: list[str]) -> pd.DataFrame:
+    """Mean ± std over seeds of every run metric per (setting, training kind, variant)."""
+    return over_seeds(table, ["noise_type", "corrupt_fraction", *extras, "kind", "variant"], METRICS)
 
 
 def fmt(value, spec: str = "") -> str:
@@ -107,22 +121,44 @@ def fmt(value, spec: str = "") -> str:
 
 
 def write_debug(sweep_dir: Path, out: Path) -> list[Path]:
-    table = debug_table(sweep_dir)
+    table, extras = debug_table(sweep_dir)
+    cells = debug_over_seeds(table, extras)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "debug.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
+    with atomic_path(out / "debug_seeds.csv") as tmp:
+        cells.to_csv(tmp, index=False)
+    head = "| noise | " + "".join(f"{key} | " for key in extras)
+    rule = "|---|" + "---|" * len(extras)
     lines = ["# Data debugging: noisy, removed and relabelled training", "",
              "Corrupt left: corrupt samples the run trains on. Relabels correct: fraction of the label table's new "
-             "labels that are the true ones (rows with a known truth).", "",
-             "| noise | seed | training | detector, count/ratio, source | relabels correct | labels changed | "
-             "corrupt left | final top-1 | best top-1 | vs noisy |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in table.itertuples():
-        noise = f"{row.noise_type} {row.corrupt_fraction}" if row.kind != "clean" else "none"
-        lines.append(f"| {noise} | {fmt(row.seed)} | {row.kind} | {row.variant or '-'} | "
-                     f"{fmt(row.relabels_correct, '.1%')} | {fmt(row.labels_changed, '.0f')} | "
-                     f"{fmt(row.corrupt_left, '.0f')} | {row.final_acc1:.2f} | {row.best_acc1:.2f} | "
-                     f"{fmt(row.vs_noisy, '+.2f')} |")
+             "labels that are the true ones (rows with a known truth). Vs noisy: final top-1 minus that of the "
+             "noisy run of the same seed.", "", "Over seeds (mean ± std over the runs of each row):", "",
+             head + "training | detector, count/ratio, source | runs | relabels correct | corrupt left | final top-1 | "
+             "best top-1 | vs noisy |", rule + "---|---|---|---|---|---|---|---|"]
+    for row in cells.to_dict("records"):
+        noise = f"{cell(row['noise_type'])} {cell(row['corrupt_fraction'])}" if row["kind"] != "clean" else "none"
+        correct = ("-" if pd.isna(row["relabels_correct_mean"]) else
+                   f"{row['relabels_correct_mean']:.1%} ± {row['relabels_correct_std']:.1%}")
+        lines.append(f"| {noise} | " + "".join(f"{cell(row[key])} | " for key in extras)
+                     + f"{row['kind']} | {row['variant'] or '-'} | {row['runs']} | {correct} | "
+                     f"{pm(row['corrupt_left_mean'], row['corrupt_left_std'], 1)} | "
+                     f"{pm(row['final_acc1_mean'], row['final_acc1_std'], 2)} | "
+                     f"{pm(row['best_acc1_mean'], row['best_acc1_std'], 2)} | "
+                     f"{pm(row['vs_noisy_mean'], row['vs_noisy_std'], 2, sign=True)} |")
+    note = few_runs_note(cells)
+    lines += ["", note] if note else []
+    lines += ["", "Per run:", "",
+              head + "seed | training | detector, count/ratio, source | relabels correct | labels changed | "
+              "corrupt left | final top-1 | best top-1 | vs noisy |", rule + "---|---|---|---|---|---|---|---|---|"]
+    for row in table.to_dict("records"):
+        noise = f"{row['noise_type']} {row['corrupt_fraction']}" if row["kind"] != "clean" else "none"
+        lines.append(f"| {noise} | " + "".join(f"{cell(row[key])} | " for key in extras)
+                     + f"{fmt(row['seed'])} | {row['kind']} | {row['variant'] or '-'} | "
+                     f"{fmt(row['relabels_correct'], '.1%')} | {fmt(row['labels_changed'], '.0f')} | "
+                     f"{fmt(row['corrupt_left'], '.0f')} | {row['final_acc1']:.2f} | {row['best_acc1']:.2f} | "
+                     f"{fmt(row['vs_noisy'], '+.2f')} |")
     lines.append("")
     with atomic_path(out / "debug.md") as tmp:
         Path(tmp).write_text("\n".join(lines))
-    return [out / "debug.csv", out / "debug.md"]
+    return [out / "debug.csv", out / "debug_seeds.csv", out / "debug.md"]

@@ -28,6 +28,7 @@ from cg_train.io import atomic_path
 
 from .commands import COMMANDS
 from .common import save_figure
+from .seeds import few_runs_note, over_seeds, pm
 
 COLUMNS = ["method", "student", "teacher", "corrupt_fraction", "runs", "seeds", "top1_mean", "top1_std",
            "gap_to_vanilla", "ece_mean", "ece_std"]
@@ -95,10 +96,7 @@ def kd_table(runs_dir: Path) -> pd.DataFrame:
         raise CgTrainError(f"no finished run (config.yaml + test.csv) under {runs_dir}")
     runs = pd.DataFrame(rows)
     keys = ["method", "student", "teacher", "corrupt_fraction"]
-    grouped = runs.groupby(keys, sort=False)
-    table = grouped.agg(runs=("seed", "size"), seeds=("seed", "nunique"), top1_mean=("top1", "mean"),
-                        top1_std=("top1", "std"), ece_mean=("ece", "mean"), ece_std=("ece", "std")).reset_index()
-    table[["top1_std", "ece_std"]] = table[["top1_std", "ece_std"]].where(table.runs > 1, 0.0)
+    table = over_seeds(runs, keys, ["top1", "ece"])
     vanilla = table[table.method == VANILLA].groupby(["student", "corrupt_fraction"]).top1_mean.first()
     base = [vanilla.get((r.student, r.corrupt_fraction), np.nan) for r in table.itertuples()]
     table["gap_to_vanilla"] = (table.top1_mean - base).where(table.method != VANILLA)
@@ -107,18 +105,15 @@ def kd_table(runs_dir: Path) -> pd.DataFrame:
     return table[COLUMNS].reset_index(drop=True)
 
 
-def _pm(mean: float, std: float, digits: int) -> str:
-    return "-" if pd.isna(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def to_markdown(table: pd.DataFrame) -> str:
     lines = ["| method | student | teacher | noise | runs | top-1 | gap to vanilla | ECE |",
              "|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         gap = "-" if pd.isna(r.gap_to_vanilla) else f"{r.gap_to_vanilla:+.2f}"
         lines.append(f"| {r.method} | {r.student} | {r.teacher} | {r.corrupt_fraction:g} | {r.runs} | "
-                     f"{_pm(r.top1_mean, r.top1_std, 2)} | {gap} | {_pm(r.ece_mean, r.ece_std, 4)} |")
-    return "\n".join(lines) + "\n"
+                     f"{pm(r.top1_mean, r.top1_std, 2)} | {gap} | {pm(r.ece_mean, r.ece_std, 4)} |")
+    note = few_runs_note(table)
+    return "\n".join(lines + (["", note] if note else [])) + "\n"
 
 
 def figure(table: pd.DataFrame, out: Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:

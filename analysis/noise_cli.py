@@ -1,6 +1,8 @@
 """Seed 002's analysis commands of ``cg-analyze`` (one per step of its workflow after training):
 
 - ``cg-analyze noise RUN_DIR``: score every sample with every detector, leaderboard report (step 3's metrics);
+  ``cg-analyze noise DIR`` (a folder of runs, e.g. a seed sweep) or several RUN_DIRs: each run's report and
+  a leaderboard over seeds (``analysis/noise_seeds.py``);
 - ``cg-analyze train-detector RUN_DIR... --out FILE``: train the LSTM detector (step 2, ``train_detector.py``);
 - ``cg-analyze paths RUN_DIR [--samples 12,57]``: seed 000's learning-path views;
 - ``cg-analyze retrain SWEEP_DIR``: test accuracy against remove ratio of a remove-and-retrain sweep.
@@ -13,6 +15,8 @@ import argparse
 from pathlib import Path
 from functools import partial
 from typing import Callable, Sequence
+
+from cg_train.errors import CgTrainError
 
 from .commands import COMMANDS
 from .common import run_parsed
@@ -43,15 +47,24 @@ def samples_arg(value: str) -> list[int]:
 def noise(args: argparse.Namespace) -> list[Path]:
     from .detectors import load_dynamics, usable_detectors
     from .noise_report import write_report
+    from .noise_seeds import is_noise_run, score_runs
 
-    run = Path(args.run_dir)
-    dyn = load_dynamics(run, args.source)
+    paths = [Path(p) for p in args.run_dirs]
+
+    def score(run: Path, out: Path) -> tuple[list[Path], str]:
+        dyn = load_dynamics(run, args.source)
+        if args.oos:
+            from .kfold import oos_probabilities
+
+            dyn.oos_probs = oos_probabilities(Path(args.oos), dyn.observed)
+        names = args.detectors or usable_detectors(dyn)
+        return write_report(dyn, out, names, args.detector, args.dpi, args.samples, not args.no_figures), dyn.source
+
+    if len(paths) == 1 and (is_noise_run(paths[0]) or not paths[0].is_dir()):  # one run: its report
+        return score(paths[0], Path(args.output or paths[0] / "noise"))[0]
     if args.oos:
-        from .kfold import oos_probabilities
-
-        dyn.oos_probs = oos_probabilities(Path(args.oos), dyn.observed)
-    names = args.detectors or usable_detectors(dyn)
-    return write_report(dyn, Path(args.output or run / "noise"), names, args.detector, args.dpi, args.samples)
+        raise CgTrainError("--oos holds the out-of-sample predictions of one run's labels: give one RUN_DIR with it")
+    return score_runs(paths, score, Path(args.output) if args.output else None, not args.no_figures)
 
 
 def train_detector(args: argparse.Namespace) -> list[Path]:
@@ -85,8 +98,10 @@ def build_parsers() -> dict[str, tuple[argparse.ArgumentParser, Callable[[argpar
     noise_p = argparse.ArgumentParser(prog="cg-analyze noise", description="Score every training sample of a "
                                       "run with every noise detector; ROC/PR, histograms, suspicious samples, "
                                       "learning paths, scores.parquet (seed 002).")
-    noise_p.add_argument("run_dir", metavar="RUN_DIR", help="a cg-train --output-dir trained with --paths and/or "
-                         "--paths-eval")
+    noise_p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a cg-train --output-dir trained with "
+                         "--paths and/or --paths-eval; a folder of runs (a seed sweep) or several RUN_DIRs: each "
+                         "run's report in its noise/ folder and a leaderboard over seeds (noise_leaderboard.csv/.md: "
+                         "mean ± std per setting and detector, runs per cell) in that folder (-o: all of it there)")
     noise_p.add_argument("--detectors", type=detectors_arg, help="comma-separated detectors (default: all of "
                          "aum, confident_learning, forgetting, lstm, mean_loss, and confident_learning_oos with "
                          "--oos)")
@@ -116,6 +131,7 @@ def build_parsers() -> dict[str, tuple[argparse.ArgumentParser, Callable[[argpar
                                         "ratio for the runs of a remove-and-retrain sweep (seed 002 step 3).")
     retrain_p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder holding the runs (searched recursively)")
 
+    noise_p.add_argument("--no-figures", action="store_true", help="scores, metrics and tables only")
     for parser in (noise_p, paths_p, retrain_p):
         parser.add_argument("-o", "--output", metavar="DIR", help="where to write (default: RUN_DIR/noise, or "
                             "SWEEP_DIR)")

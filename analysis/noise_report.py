@@ -134,7 +134,8 @@ def plot_suspicious(dyn: Dynamics, table: pd.DataFrame, by: str, out: Path, dpi:
 
 
 def write_report(dyn: Dynamics, out: Path, names: Sequence[str], lstm_file: Optional[Path] = None,
-                 dpi: int = 110, samples: Optional[Sequence[int]] = None) -> list[Path]:
+                 dpi: int = 110, samples: Optional[Sequence[int]] = None, figures: bool = True) -> list[Path]:
+    """Scores, metrics, figures (``figures=False``: none) and ``noise_report.md`` of one run in ``out``."""
     from .path_views import choose_samples, plot_paths
 
     out.mkdir(parents=True, exist_ok=True)
@@ -148,17 +149,19 @@ def write_report(dyn: Dynamics, out: Path, names: Sequence[str], lstm_file: Opti
     written.append(out / "detectors.csv")
     best = metrics.sort_values("auroc").detector.iloc[-1] if len(metrics) else names[0]
     trained = table[~dyn.removed]  # samples a remove-and-retrain run left out have no dynamics
-    if len(metrics):
+    if figures and len(metrics):
         written += plot_curves(trained, names, metrics, out, dpi)
-    written += plot_histograms(trained, names, out, dpi)
-    written += plot_suspicious(dyn, table, best, out, dpi)
-    chosen = list(samples) if samples else choose_samples(table[best].to_numpy(np.float64), dyn)
-    written += plot_paths(dyn, chosen, out, dpi, title=f"samples ranked by {best}" if not samples else "")
-    written.append(write_markdown(dyn, table, metrics, best, out))
+    if figures:
+        written += plot_histograms(trained, names, out, dpi)
+        written += plot_suspicious(dyn, table, best, out, dpi)
+        chosen = list(samples) if samples else choose_samples(table[best].to_numpy(np.float64), dyn)
+        written += plot_paths(dyn, chosen, out, dpi, title=f"samples ranked by {best}" if not samples else "")
+    written.append(write_markdown(dyn, table, metrics, best, out, figures))
     return written
 
 
-def write_markdown(dyn: Dynamics, table: pd.DataFrame, metrics: pd.DataFrame, best: str, out: Path) -> Path:
+def write_markdown(dyn: Dynamics, table: pd.DataFrame, metrics: pd.DataFrame, best: str, out: Path,
+                   figures: bool = True) -> Path:
     rate = true_noise_rate(dyn)
     lines = [f"# Label-noise detection: {dyn.run_dir}", "",
              f"{len(dyn)} training samples, {len(dyn.epochs)} epochs of `{dyn.source}` path logs; "
@@ -168,7 +171,7 @@ def write_markdown(dyn: Dynamics, table: pd.DataFrame, metrics: pd.DataFrame, be
         lines += ["| detector | AUROC | mAP | precision at noise rate |", "|---|---|---|---|"]
         for row in metrics.sort_values("auroc", ascending=False).itertuples():
             lines.append(f"| {row.detector} | {row.auroc:.4f} | {row.map:.4f} | {row.precision_at_noise_rate:.4f} |")
-        lines += ["", "![ROC and precision-recall](roc_pr.png)", ""]
+        lines += ["", "![ROC and precision-recall](roc_pr.png)", ""] if figures else [""]
     for name, out_of_sample in FLAGGED:
         if f"{name}_flagged" not in table:
             continue
@@ -183,9 +186,11 @@ def write_markdown(dyn: Dynamics, table: pd.DataFrame, metrics: pd.DataFrame, be
             line += (f" (precision {precision_score(y, flags[known], zero_division=0):.4f}, "
                      f"recall {recall_score(y, flags[known], zero_division=0):.4f})")
         lines += [line + ".", ""]
-    lines += ["![score histograms](score_hist.png)", "", f"Most suspicious by `{best}`:", "",
-              "![suspicious samples](suspicious.png)", "", "Learning paths (seed 000):", "", "![paths](paths.png)", "",
-              "Scores of every sample: `scores.parquet`; retrain without the top r with "
+    if figures:
+        lines += ["![score histograms](score_hist.png)", "", f"Most suspicious by `{best}`:", "",
+                  "![suspicious samples](suspicious.png)", "", "Learning paths (seed 000):", "", "![paths](paths.png)",
+                  ""]
+    lines += ["Scores of every sample: `scores.parquet`; retrain without the top r with "
               f"`cg-train ... --remove-ratio r --scores {out / 'scores.parquet'} --detector {best}`.", ""]
     path = out / "noise_report.md"
     with atomic_path(path) as tmp:

@@ -17,7 +17,7 @@ import numpy as np
 
 from cg_train.errors import CgTrainError
 
-from . import DETECTORS
+from .registry import DETECTORS
 from .dynamics import Dynamics
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from cg_train.errors import CgTrainError
 
-from . import DETECTORS
+from .registry import DETECTORS
 from .dynamics import Dynamics
 
 #: the detector shipped with the package (trained on the embedded MNIST digits)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import DETECTORS
+from .registry import DETECTORS
 from .dynamics import Dynamics
 
 
