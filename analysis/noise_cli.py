@@ -37,6 +37,12 @@ def detectors_arg(value: str) -> list[str]:
     return names
 
 
+def positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 2:
+        raise argparse.ArgumentTypeError(f"{value!r}: give an integer of at least 2")
+    return int(value)
+
+
 def samples_arg(value: str) -> list[int]:
     try:
         return [int(v) for v in value.split(",") if v.strip()]
@@ -71,10 +77,14 @@ def train_detector(args: argparse.Namespace) -> list[Path]:
     from .detectors import load_dynamics
     from .detectors.lstm import train_detector as fit
 
+    from .detectors.domain import describe, profile
+
     runs = [load_dynamics(Path(r), args.source) for r in args.run_dirs]
-    report = fit(runs, Path(args.out), epochs=args.epochs, init=args.init)
+    report = fit(runs, Path(args.out), epochs=args.epochs, init=args.init, length=args.length)
     print(f"cg-analyze: LSTM detector trained on {report.samples} samples ({report.corrupt} corrupt) of "
-          f"{len(runs)} run(s), {report.epochs} epochs, last loss {report.final_loss:.4f}")
+          f"{len(runs)} run(s), {report.epochs} epochs, last loss {report.final_loss:.4f}; its domain:")
+    for dyn in runs:
+        print(f"  {describe(profile(dyn).as_dict())}")
     return [Path(args.out)]
 
 
@@ -106,7 +116,8 @@ def build_parsers() -> dict[str, tuple[argparse.ArgumentParser, Callable[[argpar
                          "aum, confident_learning, forgetting, lstm, mean_loss, and confident_learning_oos with "
                          "--oos)")
     noise_p.add_argument("--detector", type=Path, metavar="FILE", help="LSTM detector file for 'lstm' (default: "
-                         "the one shipped, trained on the embedded MNIST digits)")
+                         "the one shipped, trained on varied runs of the embedded MNIST digits); the report names "
+                         "the runs it was trained on and warns when RUN_DIR lies outside them")
     noise_p.add_argument("--samples", type=samples_arg, help="learning paths of these sample indices (default: the "
                          "6 most and 6 least suspicious)")
     noise_p.add_argument("--oos", metavar="KFOLD_DIR|FILE", help="K-fold out-of-sample predictions of the same "
@@ -114,11 +125,14 @@ def build_parsers() -> dict[str, tuple[argparse.ArgumentParser, Callable[[argpar
                          "the confident_learning_oos detector (cleanlab on cross-validated probabilities)")
 
     train_p = argparse.ArgumentParser(prog="cg-analyze train-detector", description="Train seed 002's 2-layer "
-                                      "LSTM noise detector on runs with synthetic noise; save it as FILE.")
+                                      "LSTM noise detector on runs with synthetic noise; save it as FILE, with "
+                                      "what each run was (dataset, epochs, schedule, noise) for `noise` to check.")
     train_p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     train_p.add_argument("--out", required=True, metavar="FILE", help="where to save the detector (.pt)")
     train_p.add_argument("--init", type=Path, metavar="FILE", help="fine-tune this saved detector")
     train_p.add_argument("--epochs", type=int, default=20, help="passes over the sequences (default: 20)")
+    train_p.add_argument("--length", type=positive_int, help="points of training progress every run's sequences "
+                         "are resampled to (default: 32; --init keeps its detector's)")
 
     paths_p = argparse.ArgumentParser(prog="cg-analyze paths", description="Seed 000's learning-path views of "
                                       "chosen samples: p(true)/p(given) over epochs and on a simplex.")

@@ -8,9 +8,13 @@ Writes to the output folder (default ``RUN_DIR/noise``):
 - ``detectors.csv``: AUROC, mAP (average precision) and precision at the true noise rate per detector,
   from scikit-learn, over the samples whose true label is known (only when some are corrupt);
 - ``roc_pr``, ``score_hist``, ``suspicious`` and ``paths`` figures (PNG + PDF) and ``noise_report.md``.
+
+With ``lstm`` among the detectors the report names the runs its detector file was trained on, and a run
+outside that domain gets one ``cg-analyze: warning:`` line on stderr, repeated in the report.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -23,7 +27,7 @@ from .common import save_pyplot
 from .detectors import DETECTORS, Dynamics
 from .detectors.confident_learning import flagged
 from .detectors.dynamics import true_noise_rate
-from .detectors.lstm import score_with
+from .detectors.lstm import SHIPPED, domain_warning, provenance, score_with
 
 ID_COLUMNS = ("index", "path", "observed", "true", "is_corrupt")
 #: confident-learning columns that get cleanlab's flagged set too, and whether theirs are out-of-sample
@@ -139,6 +143,7 @@ def write_report(dyn: Dynamics, out: Path, names: Sequence[str], lstm_file: Opti
     from .path_views import choose_samples, plot_paths
 
     out.mkdir(parents=True, exist_ok=True)
+    notes = lstm_lines(dyn, lstm_file) if "lstm" in names else []  # the domain warning before the work
     table = score_run(dyn, names, lstm_file)
     written = [out / "scores.parquet"]
     with atomic_path(written[0]) as tmp:
@@ -156,17 +161,30 @@ def write_report(dyn: Dynamics, out: Path, names: Sequence[str], lstm_file: Opti
         written += plot_suspicious(dyn, table, best, out, dpi)
         chosen = list(samples) if samples else choose_samples(table[best].to_numpy(np.float64), dyn)
         written += plot_paths(dyn, chosen, out, dpi, title=f"samples ranked by {best}" if not samples else "")
-    written.append(write_markdown(dyn, table, metrics, best, out, figures))
+    written.append(write_markdown(dyn, table, metrics, best, out, figures, notes))
     return written
 
 
+def lstm_lines(dyn: Dynamics, lstm_file: Optional[Path]) -> list[str]:
+    """The report's paragraph on the LSTM detector: its file, the runs it came from, and the domain warning
+    (also printed on stderr) when ``dyn`` lies outside them."""
+    warning = domain_warning(lstm_file, dyn)
+    runs = provenance(lstm_file)
+    lines = [f"`lstm` is the detector `{lstm_file or SHIPPED}`, trained on {len(runs)} run(s):", ""]
+    lines += [f"- {run}" for run in runs] + [""]
+    if warning:
+        print(f"cg-analyze: warning: {warning}", file=sys.stderr)
+        lines += [f"**Warning:** {warning}.", ""]
+    return lines
+
+
 def write_markdown(dyn: Dynamics, table: pd.DataFrame, metrics: pd.DataFrame, best: str, out: Path,
-                   figures: bool = True) -> Path:
+                   figures: bool = True, detector_lines: Sequence[str] = ()) -> Path:
     rate = true_noise_rate(dyn)
     lines = [f"# Label-noise detection: {dyn.run_dir}", "",
              f"{len(dyn)} training samples, {len(dyn.epochs)} epochs of `{dyn.source}` path logs; "
              + (f"true noise rate {rate:.3f} over samples with a known true label." if rate is not None
-                else "no true labels known: scores only, no metrics."), ""]
+                else "no true labels known: scores only, no metrics."), "", *detector_lines]
     if len(metrics):
         lines += ["| detector | AUROC | mAP | precision at noise rate |", "|---|---|---|---|"]
         for row in metrics.sort_values("auroc", ascending=False).itertuples():
