@@ -56,20 +56,22 @@ def noise(args: argparse.Namespace) -> list[Path]:
     from .noise_seeds import is_noise_run, score_runs
 
     paths = [Path(p) for p in args.run_dirs]
+    one_run = len(paths) == 1 and (is_noise_run(paths[0]) or not paths[0].is_dir())
+    if args.oos and not one_run and Path(args.oos).is_absolute():
+        raise CgTrainError(f"--oos {args.oos}: over several runs --oos is read relative to each run (e.g. --oos "
+                           f"../kfold for each RUN/../kfold); give a relative path, or one RUN_DIR")
 
     def score(run: Path, out: Path) -> tuple[list[Path], str]:
         dyn = load_dynamics(run, args.source)
         if args.oos:
             from .kfold import oos_probabilities
 
-            dyn.oos_probs = oos_probabilities(Path(args.oos), dyn.observed)
+            dyn.oos_probs = oos_probabilities(Path(args.oos) if one_run else run / args.oos, dyn.observed)
         names = args.detectors or usable_detectors(dyn)
         return write_report(dyn, out, names, args.detector, args.dpi, args.samples, not args.no_figures), dyn.source
 
-    if len(paths) == 1 and (is_noise_run(paths[0]) or not paths[0].is_dir()):  # one run: its report
+    if one_run:  # its report
         return score(paths[0], Path(args.output or paths[0] / "noise"))[0]
-    if args.oos:
-        raise CgTrainError("--oos holds the out-of-sample predictions of one run's labels: give one RUN_DIR with it")
     return score_runs(paths, score, Path(args.output) if args.output else None, not args.no_figures)
 
 
@@ -122,7 +124,8 @@ def build_parsers() -> dict[str, tuple[argparse.ArgumentParser, Callable[[argpar
                          "6 most and 6 least suspicious)")
     noise_p.add_argument("--oos", metavar="KFOLD_DIR|FILE", help="K-fold out-of-sample predictions of the same "
                          "labels (a `cg-launch kfold` directory, merged here, or its oos_predictions.parquet): adds "
-                         "the confident_learning_oos detector (cleanlab on cross-validated probabilities)")
+                         "the confident_learning_oos detector (cleanlab on cross-validated probabilities); over several runs, a "
+                         "path relative to each run, e.g. ../kfold (a run without it is left out with a warning)")
 
     train_p = argparse.ArgumentParser(prog="cg-analyze train-detector", description="Train seed 002's 2-layer "
                                       "LSTM noise detector on runs with synthetic noise; save it as FILE, with "

@@ -145,6 +145,29 @@ def test_confident_learning_oos_is_cleanlab_on_the_out_of_sample_array(launch: P
     assert "K-fold out-of-sample probabilities" in (out / "noise_report.md").read_text()
 
 
+def test_a_folder_of_runs_reads_each_runs_own_folds_relative_to_it(launch: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A seed sweep with one K-fold launch per seed: ``--oos ../kfold.parquet`` is each run's sibling."""
+    import shutil
+
+    for seed in (0, 1):  # the same run twice, as two seeds' points
+        shutil.copytree(launch / "noisy", tmp_path / "sweep" / f"seed={seed}" / "noisy", symlinks=True)
+        shutil.copyfile(launch / "kfold" / "oos_predictions.parquet", tmp_path / "sweep" / f"seed={seed}" / "kfold.parquet")
+    shutil.copytree(launch / "noisy", tmp_path / "sweep" / "lonely" / "noisy", symlinks=True)  # no folds beside it
+    detectors = ["--detectors", "confident_learning,confident_learning_oos", "--no-figures"]
+    assert analyze(["noise", str(launch / "noisy"), "--oos", str(launch / "kfold"), "-o", str(tmp_path / "one"),
+                    *detectors]) == 0
+    single = pd.read_csv(tmp_path / "one" / "detectors.csv").set_index("detector")
+    capsys.readouterr()
+    assert analyze(["noise", str(tmp_path / "sweep"), "--oos", "../kfold.parquet", *detectors]) == 0
+    err = capsys.readouterr().err
+    assert "lonely/noisy" in err and "left out" in err  # its missing folds: one warning, the rest scored
+    runs = pd.read_csv(tmp_path / "sweep" / "noise_runs.csv")
+    assert sorted(runs.run.unique()) == ["seed=0/noisy", "seed=1/noisy"]
+    for row in runs.itertuples():
+        assert row.auroc == pytest.approx(single.loc[row.detector, "auroc"], abs=1e-4)
+
+
 def test_incomplete_or_foreign_folds_are_refused_in_one_line(launch: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     import shutil

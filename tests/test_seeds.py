@@ -107,10 +107,10 @@ def test_noise_over_a_folder_without_runs_or_with_oos_is_one_line(noise_sweep: P
     assert analyze(["noise", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no run with corruption.parquet and path logs" in err and "--paths" in err
-    # K-fold predictions belong to one run's labels
+    # K-fold predictions belong to one run's labels: over several runs, a path relative to each
     assert analyze(["noise", str(noise_sweep), "--oos", str(tmp_path / "kfold"), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "give one RUN_DIR with it" in err and not (tmp_path / "o").exists()
+    assert err.count("\n") == 1 and "relative to each run" in err and not (tmp_path / "o").exists()
 
 
 #: (seed, remove ratio) -> final test top-1 of a remove-and-retrain sweep over seeds (aum; ratio 0: noisy)
