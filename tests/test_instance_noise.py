@@ -15,7 +15,7 @@ from cg_train.cli import main
 from cg_train.config import NoiseConfig
 from cg_train.noise import corrupt_labels
 from cg_train.noise.instance import write_confusions
-from conftest import train
+from conftest import accelerate_launch, train
 
 #: a BatchNorm model: the confusions must come from eval mode (running statistics), as recomputed below
 ARCH = ["--arch", "cifar_resnet20"]
@@ -67,6 +67,17 @@ def test_confusions_are_the_top_wrong_class_of_the_checkpoints_softmax(confusion
         assert math.isclose(others[i, table.top_wrong_class[i]], others[i, expected[i]], rel_tol=1e-4)
     assert len(differ) <= 3
     assert (table.top_wrong_class != table.true_label).all()
+
+
+def test_confusions_under_accelerate_launch_are_the_same_table(confusions: tuple[Path, Path], mnist_small: Path,
+                                                              tmp_path: Path) -> None:
+    run, path = confusions
+    out = tmp_path / "two_processes.parquet"
+    accelerate_launch("-m", "cg_train", "confusions", str(run / "checkpoint.pth.tar"), str(mnist_small), "-o",
+                      str(out), "-j", "0", "-b", "64", "--no-progress")
+    one, two = pd.read_parquet(path), pd.read_parquet(out)
+    pd.testing.assert_frame_equal(one.drop(columns="p_top_wrong"), two.drop(columns="p_top_wrong"))
+    np.testing.assert_allclose(one.p_top_wrong, two.p_top_wrong, rtol=1e-5)
 
 
 def synthetic_table(tmp_path: Path, true: np.ndarray, k: int, seed: int = 0) -> tuple[Path, pd.DataFrame]:
