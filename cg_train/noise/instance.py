@@ -15,7 +15,8 @@ and ``--noise-type instance --noise-confusions FILE`` gives each corrupted sampl
 ``top_wrong_class``, so every chosen sample is corrupt. Which exactly round(f*N) samples
 (``--instance-noise-pick``): ``random``, the seeded choice every noise type makes; or
 ``confusable``, the samples with the highest ``p_top_wrong`` (ties: the lower index), the ones
-the model finds most ambiguous (Chen et al.'s choice: the "hard" noise). Samples with an unknown true label are never chosen.
+the model finds most ambiguous (Chen et al.'s choice: the "hard" noise). Samples with an unknown
+true label are never chosen.
 
 A table written for another dataset or subset (other length, indices or true labels) is refused.
 """
@@ -80,8 +81,8 @@ def read_confusions(path: str, true_labels: np.ndarray, num_classes: int) -> pd.
     top = table["top_wrong_class"].to_numpy(np.int64)
     bad = np.flatnonzero(known & ((top < 0) | (top >= num_classes) | (top == true_labels)))
     if len(bad):
-        raise DataError(f"{what}: sample {bad[0]} has top_wrong_class {top[bad[0]]}, not a class of 0..{num_classes - 1} "
-                        f"other than its true label {true_labels[bad[0]]}: {MAKE_IT}")
+        raise DataError(f"{what}: sample {bad[0]} has top_wrong_class {top[bad[0]]}, not a class of "
+                        f"0..{num_classes - 1} other than its true label {true_labels[bad[0]]}: {MAKE_IT}")
     return table
 
 
