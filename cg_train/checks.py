@@ -17,6 +17,7 @@ from .data.augment import AUGMENTATIONS
 from .data.folds import check_fold_config
 from .models import MODELS
 from .noise import NOISES
+from .noise.instance import check_instance_config
 from .optim import OPTIMIZERS, SCHEDULERS, check_optimizer_config
 from .registry import Registry
 from .supervision import METHODS, check_method
@@ -44,4 +45,5 @@ def check_names(cfg: Config) -> Config:
     check_method(cfg)
     check_augment_config(cfg)
     check_fold_config(cfg.noise)
+    check_instance_config(cfg.noise)
     return cfg

@@ -36,6 +36,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "cg_train.paths.cli",
     "cg_train.evaluate_cli",
     "cg_train.features_cli",
+    "cg_train.confusions_cli",
 ]
 
 

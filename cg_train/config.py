@@ -105,8 +105,17 @@ class NoiseConfig:
         "--corrupt-fraction", check=in_range(0.0, 1.0))
     noise_type: str = opt("uniform", "how a re-drawn label is chosen: uniform (any class, the true one "
                           "included, so about 1/K stay correct: seed 004), symmetric (any other class: all "
-                          "f*N are wrong, seed 002's 'uniform'), or flip (true class + 1 mod K, seed 002's "
-                          "'flip')", "--noise-type")
+                          "f*N are wrong, seed 002's 'uniform'), flip (true class + 1 mod K, seed 002's "
+                          "'flip'), or instance (the class a trained model confuses the image with: "
+                          "--noise-confusions)", "--noise-type")
+    confusions: Optional[str] = opt(None, "--noise-type instance: the confusions table of a checkpoint "
+                                    "(`cg-train confusions CKPT DATA_DIR -o FILE.parquet`); a corrupted sample "
+                                    "takes its top_wrong_class", "--noise-confusions", metavar="FILE.parquet")
+    instance_pick: str = opt("random", "--noise-type instance: which round(f*N) samples are corrupted: random "
+                             "(the seeded choice of the other types) or confusable (those with the highest "
+                             "p_top_wrong, ties by index: the 'hard' instance-dependent noise)",
+                             "--instance-noise-pick", metavar="random|confusable",
+                             check=one_of("random", "confusable"))
     exclude: Optional[str] = opt(None, "train without the samples listed in FILE (one index or path per line, "
                                  "or a .parquet/.csv with an 'index' column); remove-and-retrain, seed 002",
                                  "--exclude", metavar="FILE")

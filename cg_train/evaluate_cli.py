@@ -72,42 +72,35 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
-def checkpoint_config(state: dict[str, Any], args: argparse.Namespace, path: Path):
-    """The run's config from the checkpoint, with this command's flags on top."""
+def checkpoint_config(state: dict[str, Any], args: argparse.Namespace, path: Path,
+                      drop: tuple[str, ...] = ("output",)):
+    """The run's config from the checkpoint, with this command's flags on top; the ``drop`` sections are
+    left at their defaults (``cg-train confusions`` drops ``noise``: it needs the true labels, not the run's)."""
     from .config import build_config
 
     saved = state.get("config")
     if not isinstance(saved, dict) or "arch" not in state or "state_dict" not in state:
         raise CgTrainError(f"{path} is not a cg-train checkpoint (no config, arch or weights in it)")
-    flags = {key: getattr(args, name) for name, key in CONFIG_FLAGS.items() if getattr(args, name) is not None}
+    flags = {key: getattr(args, name, None) for name, key in CONFIG_FLAGS.items()
+             if getattr(args, name, None) is not None}
     # the weights come from the checkpoint; a forward pass needs neither ImageNet weights nor ZeRO
     flags.update({"data.dir": args.data_dir, "model.arch": state["arch"], "model.pretrained": False,
                   "train.deepspeed": None})
-    saved = {section: values for section, values in saved.items() if section != "output"}
+    saved = {section: values for section, values in saved.items() if section not in drop}
     return build_config(mappings=[(f"the config saved in {path}", saved)], flags=flags)
 
 
-def _run(args: argparse.Namespace) -> int:
-    import torch
-
-    from .data.bundle import HELDOUT, TRAIN_ALL, build_data
-    from .data.soft_labels import read_soft_labels
+def load_checkpoint_model(args: argparse.Namespace, what: str, drop: tuple[str, ...] = ("output",)):
+    """``(state, cfg, accelerator, data, model)``: the checkpoint's model as its run built it, with its weights,
+    on the accelerator's device, and the data of its config with this command's flags (one-line errors)."""
+    from .data.bundle import build_data
     from .engine import checkpoint
-    from .engine.evaluate import evaluate
     from .engine.run import input_sizes, make_accelerator, setup_logging
-    from .io import CsvLog
     from .models import build_model
-    from .recorders.calibration import reliability_rows
-    from .sample_stats import concat, per_sample_stats, to_host, write_predictions
 
     path = Path(args.checkpoint)
-    extra_phases = (TRAIN_ALL, HELDOUT)
-    unknown = [phase for phase in args.phases if phase not in (*EVAL_PHASES, *extra_phases)]
-    if unknown or not args.phases:
-        raise CgTrainError(f"--phases: unknown phase {unknown[0] if unknown else '(none)'}; choose from "
-                           f"{', '.join((*EVAL_PHASES, *extra_phases))}")
-    state = checkpoint.load(path, "cg-train evaluate")
-    cfg = checkpoint_config(state, args, path)
+    state = checkpoint.load(path, what)
+    cfg = checkpoint_config(state, args, path, drop)
     accelerator = make_accelerator(cfg)
     setup_logging(accelerator.is_main_process)
     resize, crop = input_sizes(cfg)
@@ -117,9 +110,29 @@ def _run(args: argparse.Namespace) -> int:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as exc:
         raise CgTrainError(f"{path}: its {cfg.model.arch} weights do not fit {data.train.num_classes} classes of "
-                           f"{args.data_dir} ({str(exc).splitlines()[-1].strip()}); evaluate it on the dataset it "
+                           f"{args.data_dir} ({str(exc).splitlines()[-1].strip()}); use it on the dataset it "
                            f"was trained on") from None
     model.to(accelerator.device)
+    return state, cfg, accelerator, data, model
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data.bundle import HELDOUT, TRAIN_ALL
+    from .data.soft_labels import read_soft_labels
+    from .engine.evaluate import evaluate
+    from .io import CsvLog
+    from .recorders.calibration import reliability_rows
+    from .sample_stats import concat, per_sample_stats, to_host, write_predictions
+
+    path = Path(args.checkpoint)
+    extra_phases = (TRAIN_ALL, HELDOUT)
+    unknown = [phase for phase in args.phases if phase not in (*EVAL_PHASES, *extra_phases)]
+    if unknown or not args.phases:
+        raise CgTrainError(f"--phases: unknown phase {unknown[0] if unknown else '(none)'}; choose from "
+                           f"{', '.join((*EVAL_PHASES, *extra_phases))}")
+    state, cfg, accelerator, data, model = load_checkpoint_model(args, "cg-train evaluate")
     soft = None
     if args.soft_labels:
         soft = torch.from_numpy(read_soft_labels(args.soft_labels, data.test)).to(accelerator.device)

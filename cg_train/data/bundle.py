@@ -89,7 +89,8 @@ def apply_noise(train: Manifest, cfg: "Config") -> tuple[Manifest, np.ndarray]:
     """Re-draw labels from the *true* ones: a sample whose true label is unknown is never chosen and keeps
     its observed (e.g. web) label."""
     redrawn, resampled = corrupt_labels(train.true_labels, train.num_classes,
-                                        cfg.noise.corrupt_fraction, cfg.noise.noise_type, cfg.train.seed)
+                                        cfg.noise.corrupt_fraction, cfg.noise.noise_type, cfg.train.seed,
+                                        options=cfg.noise)
     return train.with_observed(np.where(resampled, redrawn, train.observed_labels)), resampled
 
 
