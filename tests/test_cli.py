@@ -20,19 +20,26 @@ def test_help_lists_seed_flags_and_subcommands() -> None:
         assert flag in result.stdout, flag
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["/no/such/dir"], "data directory /no/such/dir does not exist"),
-    (["{data}", "--corrupt-fraction", "1.5"], "--corrupt-fraction (noise.corrupt_fraction)=1.5 must be in"),
-    (["{data}", "--optimizer", "adam_typo"], "unknown optimizer 'adam_typo'"),
-    ([], "no dataset given: pass DATA_DIR"),
+@pytest.mark.parametrize("args, expected, process", [
+    (["/no/such/dir"], "data directory /no/such/dir does not exist", True),  # the console entry point itself
+    (["{data}", "--corrupt-fraction", "1.5"], "--corrupt-fraction (noise.corrupt_fraction)=1.5 must be in", False),
+    (["{data}", "--optimizer", "adam_typo"], "unknown optimizer 'adam_typo'", False),
+    ([], "no dataset given: pass DATA_DIR", False),
 ])
-def test_bad_input_is_one_line_without_traceback(mnist_small: Path, tmp_path: Path, args: list[str],
-                                                  expected: str) -> None:
-    args = [a.format(data=mnist_small) for a in args]
-    result = run_cli(*args, "--output-dir", str(tmp_path / "out"))
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("cg-train: error: ") and expected in lines[0], result.stderr
+def test_bad_input_is_one_line_without_traceback(mnist_small: Path, tmp_path: Path, args: list[str], expected: str,
+                                                  process: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    """One case through a real ``cg-train`` process (what a user's shell sees); the rest through ``main``, the
+    same code path that process runs, without paying a torch import each."""
+    args = [*(a.format(data=mnist_small) for a in args), "--output-dir", str(tmp_path / "out")]
+    if process:
+        result = run_cli(*args)
+        code, stderr = result.returncode, result.stderr
+    else:
+        capsys.readouterr()
+        code, stderr = main(args), capsys.readouterr().err
+    assert code == 2
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("cg-train: error: ") and expected in lines[0], stderr
     assert not (tmp_path / "out").exists()  # nothing was written
 
 
