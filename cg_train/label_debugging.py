@@ -24,7 +24,7 @@ with another table is refused).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,20 +47,26 @@ def most_suspicious(index: np.ndarray, scores: np.ndarray, count: int) -> np.nda
     return np.sort(np.asarray(index, dtype=np.int64)[order[:count]])
 
 
+def read_flag_table(path: str, what: str, required: Sequence[str], make_it: str) -> pd.DataFrame:
+    """The Parquet table a flag names (``what``: ``--labels FILE``), or one line on what is wrong with it:
+    missing (:class:`ConfigError`, ``make_it`` says how to write one), unreadable, or lacking a column."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{what} does not exist ({make_it})")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # not Parquet, truncated
+        raise DataError(f"{what} is not a readable Parquet table ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in required if c not in table]
+    if missing:
+        raise DataError(f"{what} lacks the column(s) {', '.join(missing)}: it needs {', '.join(required)} (it has "
+                        f"{', '.join(map(str, table.columns)) or 'none'}; {make_it})")
+    return table
+
+
 def read_label_table(path: str, manifest: "Manifest") -> tuple[np.ndarray, np.ndarray]:
     """``(indices, new_labels)`` of a label table, checked against ``manifest`` (one-line errors)."""
     what = f"--labels {path}"
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{what} does not exist (write it with `cg-analyze relabel RUN_DIR ... --out FILE`)")
-    try:
-        table = pd.read_parquet(file)
-    except Exception as exc:  # not Parquet, truncated
-        raise DataError(f"{what} is not a readable Parquet table ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in REQUIRED if c not in table]
-    if missing:
-        raise DataError(f"{what} lacks the column(s) {', '.join(missing)}: a label table has columns "
-                        f"{', '.join(LABEL_COLUMNS)} (it has {', '.join(map(str, table.columns)) or 'none'})")
+    table = read_flag_table(path, what, REQUIRED, "write it with `cg-analyze relabel RUN_DIR ... --out FILE`")
     for column in REQUIRED:
         values = table[column]
         if values.isna().any() or not pd.api.types.is_integer_dtype(values):

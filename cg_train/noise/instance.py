@@ -31,7 +31,7 @@ import pandas as pd
 from ..data.manifest import UNKNOWN_LABEL
 from ..errors import ConfigError, DataError
 from ..io import atomic_path
-from ..label_debugging import most_suspicious
+from ..label_debugging import most_suspicious, read_flag_table
 from . import NOISES, NoiseContext
 
 if TYPE_CHECKING:
@@ -57,16 +57,7 @@ def write_confusions(path: str, true_labels: np.ndarray, top_wrong_class: np.nda
 def read_confusions(path: str, true_labels: np.ndarray, num_classes: int) -> pd.DataFrame:
     """The table at ``path``, checked against this training set's true labels (one-line errors)."""
     what = f"--noise-confusions {path}"
-    if not Path(path).is_file():
-        raise ConfigError(f"{what} does not exist ({MAKE_IT})")
-    try:
-        table = pd.read_parquet(path)
-    except Exception as exc:  # not Parquet, truncated
-        raise DataError(f"{what} is not a readable Parquet table ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in CONFUSION_COLUMNS if c not in table]
-    if missing:
-        raise DataError(f"{what} lacks the column(s) {', '.join(missing)}: a confusions table has "
-                        f"{', '.join(CONFUSION_COLUMNS)} ({MAKE_IT})")
+    table = read_flag_table(path, what, CONFUSION_COLUMNS, MAKE_IT)
     n = len(true_labels)
     another = "it was written for another dataset or subset: run `cg-train confusions` on this DATA_DIR"
     if len(table) != n or not np.array_equal(table["index"].to_numpy(), np.arange(n)):
