@@ -111,7 +111,7 @@ def score_runs(roots: Sequence[Path], score: Scorer, output: Optional[Path] = No
 def leaderboard(per_run: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """Mean ± std of every metric per (setting, detector); within a setting, the best AUROC first."""
     table = over_seeds(per_run, [*keys, "detector"], METRICS)
-    settings = table[list(keys)].astype(str).agg("|".join, axis=1)
+    settings = table[list(keys)].map(str).agg("|".join, axis=1)  # map: pandas 3 keeps NaN through astype(str)
     table.insert(0, "setting", pd.factorize(settings)[0])
     table = table.sort_values(["setting", "auroc_mean", "detector"], ascending=[True, False, True], kind="stable")
     return table.reset_index(drop=True)

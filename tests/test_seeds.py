@@ -194,3 +194,19 @@ def test_seed_sweeps_expand_to_three_seeds_per_setting(name: str, expected: int,
                                                    f"scores.parquet")
     else:
         assert all(point.cfg.record.paths and point.cfg.record.paths_eval for point in points)
+
+
+def test_leaderboard_settings_with_a_key_missing_in_some_runs() -> None:
+    """A key one noise type sets and the others leave empty (``noise.confusions`` of instance noise) is one
+    setting per value, the empty one included; means and run counts by hand."""
+    from analysis.noise_seeds import leaderboard
+
+    rows = [{"noise_type": t, "corrupt_fraction": 0.4, "noise.confusions": c, "source": "train", "detector": "aum",
+             "seed": s, "auroc": a, "map": a, "precision_at_noise_rate": a}
+            for t, c, s, a in [("symmetric", None, 0, 0.9), ("symmetric", None, 1, 0.8),
+                               ("instance", "c.parquet", 0, 0.7), ("instance", "c.parquet", 1, 0.5)]]
+    table = leaderboard(pd.DataFrame(rows), ["noise_type", "corrupt_fraction", "noise.confusions", "source"])
+    assert list(table.setting) == [0, 1] and list(table.runs) == [2, 2]
+    assert table.auroc_mean.tolist() == pytest.approx([0.85, 0.6])
+    assert table.auroc_std.tolist() == pytest.approx([np.std([0.9, 0.8], ddof=1), np.std([0.7, 0.5], ddof=1)])
+
