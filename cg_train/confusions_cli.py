@@ -73,7 +73,9 @@ def _run(args: argparse.Namespace) -> int:
         index, first = np.unique(index.astype(np.int64), return_index=True)  # sorted; a padded share repeats rows
         n = len(data.train)
         if not np.array_equal(index, np.arange(n)):
-            raise RuntimeError(f"confusions: predicted {len(index)} of {n} training samples")
+            raise CgTrainError(f"predicted {len(index)} of the {n} training samples of {args.data_dir}: the other "
+                               f"{n - len(index)} could not be read (the log names them); fix or remove those images "
+                               f"and run `cg-train confusions` again")
         write_confusions(args.output, data.train.true_labels, classes[first], p[first])
         known = data.train.true_labels >= 0
         print(f"{args.checkpoint} ({cfg.model.arch}) on the {n} training samples of {args.data_dir}: top-1 "
