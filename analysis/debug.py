@@ -32,7 +32,7 @@ from cg_train.io import atomic_path
 from .experiments import find_experiment_dirs
 from .relabel import read_relabel_meta
 from .retrain import OWN_KEYS, read_point
-from .seeds import cell, few_runs_note, over_seeds, pm, read_config, varying_keys
+from .seeds import add_setting_columns, cell, few_runs_note, over_seeds, pm
 
 KINDS = ("clean", "noisy", "removed", "relabelled")
 METRICS = ("final_acc1", "best_acc1", "vs_noisy", "corrupt_left", "relabels_correct")
@@ -92,10 +92,7 @@ def debug_table(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     rows = [p for run in find_experiment_dirs(sweep_dir) if (p := read_run(run))]
     if not rows:
         raise CgTrainError(f"no run with config.yaml and test.csv under {sweep_dir}")
-    configs = [read_config(Path(row["run"])) for row in rows]
-    extras = varying_keys(configs, exclude=OWN_KEYS)
-    for row, config in zip(rows, configs):
-        row.update({key: config.get(key) for key in extras})
+    extras = add_setting_columns(rows, exclude=OWN_KEYS)
     table = pd.DataFrame(rows)
     for column in ("relabelled", "labels_changed", "relabel_known", "relabels_correct", "corrupt_left"):
         if column not in table:

@@ -25,7 +25,7 @@ from cg_train.io import atomic_path
 
 from .common import save_pyplot
 from .experiments import find_experiment_dirs, read_curve
-from .seeds import cell, few_runs_note, over_seeds, pm, read_config, varying_keys
+from .seeds import add_setting_columns, cell, few_runs_note, over_seeds, pm
 
 
 def read_point(run: Path) -> dict | None:
@@ -101,10 +101,7 @@ def write_retrain(sweep_dir: Path, out: Path, dpi: int = 110) -> list[Path]:
               if (p := read_point(run)) and p["fold"] is None and not p["labels"]]
     if not points:
         raise CgTrainError(f"no run with config.yaml and test.csv under {sweep_dir}")
-    configs = [read_config(Path(p["run"])) for p in points]
-    extras = varying_keys(configs, exclude=OWN_KEYS)
-    for point, config in zip(points, configs):
-        point.update({key: config.get(key) for key in extras})
+    extras = add_setting_columns(points, exclude=OWN_KEYS)
     table = pd.DataFrame(points).sort_values([*SETTING, *extras, "detector", "remove_ratio", "seed"],
                                              na_position="last")
     cells = retrain_over_seeds(table, extras)

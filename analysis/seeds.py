@@ -64,6 +64,16 @@ def varying_keys(configs: Sequence[Mapping[str, Any]], exclude: Iterable[str] = 
             and len({repr(config.get(key, missing)) for config in configs}) > 1]
 
 
+def add_setting_columns(rows: Sequence[dict[str, Any]], exclude: Iterable[str] = ()) -> list[str]:
+    """Give every row (one run, ``row["run"]`` its folder) the setting keys that tell the runs apart besides
+    ``exclude`` (the table's own columns), read from each run's ``config.yaml``; returns those keys."""
+    configs = [read_config(Path(row["run"])) for row in rows]
+    extras = varying_keys(configs, exclude=exclude)
+    for row, config in zip(rows, configs):
+        row.update({key: config.get(key) for key in extras})
+    return extras
+
+
 def over_seeds(runs: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str], seed: str = "seed") -> pd.DataFrame:
     """One row per distinct ``keys`` (in order of first appearance; missing values are a value too):
     the keys, ``runs`` (rows), ``seeds`` (distinct ``seed`` values), and ``<metric>_mean`` / ``<metric>_std``

@@ -11,15 +11,11 @@ checkpoint may come from a noisy run) and -1 where the true label is unknown. Ru
 from __future__ import annotations
 
 import argparse
-import logging
 
 import numpy as np
 
 from .cli import SUBCOMMANDS, Subcommand
 from .errors import CgTrainError
-
-log = logging.getLogger("cg_train")
-
 
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="a cg-train checkpoint (checkpoint.pth.tar, model_best.pth.tar)")

@@ -81,7 +81,6 @@ def class_conditional(draw: NoiseFn) -> SampleNoise:
         chosen = ctx.seeded_choice()
         return chosen, draw(ctx.true_labels[chosen], ctx.num_classes, ctx.rng)
 
-    noise.draw = draw  # type: ignore[attr-defined]
     return noise
 
 
