@@ -6,6 +6,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+TORCH_STAMP := $(VENV)/.cg-train-torch-installed
 STAMP  := $(VENV)/.cg-train-installed
 DS_STAMP := $(VENV)/.cg-train-deepspeed-installed
 SYS_STAMP := $(VENV)/.cg-train-system-packages
@@ -19,18 +20,24 @@ DEMO_PLOTS := runs/plots
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml constraints.txt | $(PY)
+# The pinned torch build first, alone: nothing installed after it may pull another one.
+$(TORCH_STAMP): constraints.txt | $(PY)
 	$(PIP) torch==2.14.1 torchvision==0.29.1
+	touch $@
+
+$(STAMP): pyproject.toml $(TORCH_STAMP)
 	$(PY) -m pip uninstall -y -q nvidia-dali-cuda120  # replaced by the CUDA 13 build (both are nvidia.dali)
 	$(PIP) -e '.[dev,dali,trackers,mlflow]'
 	touch $(STAMP)
 
-# The tests also cover the optional DeepSpeed backend: a pure-Python build (DS_BUILD_OPS=0, no CUDA kernels).
+# The tests also cover the optional DeepSpeed backend: a pure-Python build (DS_BUILD_OPS=0, no CUDA kernels),
+# installed with the demo's extras in one pip run (what `make install` has, too, so the stamp of that is set).
 # On a CPU-only machine DeepSpeed compiles its shared-memory collective on first use (~40 s); do it here, once.
-$(DS_STAMP): $(STAMP)
+$(DS_STAMP): pyproject.toml $(TORCH_STAMP)
+	$(PY) -m pip uninstall -y -q nvidia-dali-cuda120
 	DS_BUILD_OPS=0 $(PIP) -e '.[dev,dali,trackers,mlflow,deepspeed]'
 	$(PY) -c "from deepspeed.accelerator import get_accelerator as a; b = a().create_op_builder('ShareMemCommBuilder'); b and b.load()"
-	touch $(DS_STAMP)
+	touch $(DS_STAMP) $(STAMP)
 
 # Debian packages for the tests, never installed from a test worker. Runs again when the script (where the
 # package sets are listed) changed or one of its packages is missing; the stamp only once all are installed.
@@ -47,7 +54,9 @@ demo: install
 	$(VENV)/bin/cg-analyze $(dir $(DEMO_OUT)) --output $(DEMO_PLOTS)
 	@echo "demo results: $(DEMO_OUT)/{train,pristine,corrupt,train_sample,test}.csv; learning paths: $(DEMO_OUT)/paths/; plots: $(DEMO_PLOTS)/"
 
-test: $(SYS_STAMP) install $(DS_STAMP)
+# The Debian packages and the pip installs are independent: apt-get runs beside pip (-j2), not before it.
+test:
+	@$(MAKE) --no-print-directory -j2 $(SYS_STAMP) $(DS_STAMP)
 	$(PY) -m pytest -n 2 tests
 
 clean:

@@ -8,6 +8,10 @@ Prints one JSON line: the images and seconds of each training pass, timed from
 ``iter(loader)`` (worker start-up included) to the last step's completion,
 as cg-train's ``epoch E: trained on N samples, ... S s`` line times it.
 
+``--compute-only``: the same steps (as many batches of the same sizes) on one batch of
+random images held in memory, no loader at all: the ceiling that no loader, engine or
+plain, can beat on this machine.
+
     python benchmarks/plain_loop.py DATA_DIR --arch resnet18 --image-size 32 --batch-size 64 --workers 2
 """
 from __future__ import annotations
@@ -36,6 +40,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compute-only", action="store_true", help="no loader: one in-memory batch, reused")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
@@ -44,6 +49,11 @@ def main() -> None:
     train_set = datasets.ImageFolder(f"{args.data}/train", transform)
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                         pin_memory=device.type == "cuda")
+    if args.compute_only:  # the loader's batch sizes, one random batch on the device
+        sizes = [min(args.batch_size, len(train_set) - start) for start in range(0, len(train_set), args.batch_size)]
+        images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+        targets = torch.randint(0, len(train_set.classes), (args.batch_size,), device=device)
+        loader = [(images[:n], targets[:n]) for n in sizes]
     model = getattr(models, args.arch)(weights=None, num_classes=len(train_set.classes)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4)
     passes = []

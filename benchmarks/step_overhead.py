@@ -6,6 +6,9 @@ DataLoader workers (or 2 DALI threads), constant lr, 2 epochs. Each round runs, 
 fresh processes in a rotating order so that load from other jobs hits every mode alike:
 
 * ``plain``: ``benchmarks/plain_loop.py`` (ImageFolder + DataLoader + model + SGD, 70 lines);
+* ``compute``: the same loop with ``--compute-only`` (one in-memory batch, no loader): the
+  ceiling. Its ratio to ``plain`` is the most any loader can gain over the plain one here,
+  so a target above it cannot be met on this machine by any loader;
 * ``torchvision`` / ``torchvision+paths``: ``cg-train`` with ``--loader torchvision``, without / with ``--paths``;
 * ``dali`` / ``dali+paths``: the same with ``--loader dali`` (CPU mode on a machine without a GPU).
 
@@ -45,7 +48,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.report import publish, split_argv  # noqa: E402
 
 EPOCH_LINE = re.compile(r"epoch (\d+): trained on (\d+) samples, .* ([\d.]+) s \(([\d.]+) img/s\)")
-MODES = {"plain": None, "torchvision": ("torchvision", []), "torchvision+paths": ("torchvision", ["--paths"]),
+MODES = {"plain": None, "compute": None, "torchvision": ("torchvision", []),
+         "torchvision+paths": ("torchvision", ["--paths"]),
          "dali": ("dali", []), "dali+paths": ("dali", ["--paths"])}
 #: mode -> the smallest ratio to the plain loop it must reach
 TARGETS = {"torchvision+paths": 1.0, "dali+paths": 1.3}
@@ -80,10 +84,11 @@ def engine_run(args: argparse.Namespace, data: Path, out: Path, loader: str, ext
     return {"images": sum(n for n, _ in passes), "seconds": sum(s for _, s in passes)}
 
 
-def plain_run(args: argparse.Namespace, data: Path) -> dict[str, Any]:
+def plain_run(args: argparse.Namespace, data: Path, compute_only: bool = False) -> dict[str, Any]:
     command = [sys.executable, str(REPO / "benchmarks" / "plain_loop.py"), str(data), "--arch", args.arch,
                "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
-               "--workers", str(args.workers), "--epochs", str(args.epochs), "--device", args.device]
+               "--workers", str(args.workers), "--epochs", str(args.epochs), "--device", args.device,
+               *(["--compute-only"] if compute_only else [])]
     result = subprocess.run(command, cwd=REPO, env=env(args), capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"the plain loop failed ({result.returncode}):\n{result.stderr[-3000:]}")
@@ -110,9 +115,13 @@ def summarise(rounds: list[dict[str, float]], modes: list[str]) -> dict[str, Any
         if mode.endswith("+paths") and mode.removesuffix("+paths") in modes:
             summary["paths_overhead"][mode] = [r[mode.removesuffix("+paths")] / r[mode] - 1 for r in rounds]
     summary["targets"] = {}
+    ceiling = statistics.median(summary["vs_plain"]["compute"]) if "compute" in summary["vs_plain"] else None
+    summary["reachable"] = {}
     for mode, target in TARGETS.items():
         if mode in summary["vs_plain"]:
             summary["targets"][f"{mode} >= {target}x plain"] = statistics.median(summary["vs_plain"][mode]) >= target
+            if ceiling is not None:  # can any loader reach the target here?
+                summary["reachable"][mode] = ceiling >= target
     for mode, values in summary["paths_overhead"].items():
         summary["targets"][f"{mode}: paths <= {100 * PATHS_TARGET:.0f}%"] = statistics.median(values) <= PATHS_TARGET
     return summary
@@ -174,7 +183,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             for mode in order:
                 load = os.getloadavg()[0]
                 if MODES[mode] is None:
-                    result = plain_run(args, data)
+                    result = plain_run(args, data, compute_only=mode == "compute")
                 else:
                     loader, extra = MODES[mode]
                     result = engine_run(args, data, work / f"round{r}-{mode}", loader, extra)
@@ -190,6 +199,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         print(f"  {mode:<18} --paths overhead: {spread(values)}")
     for name, met in summary["targets"].items():
         print(f"  target {name}: {'met' if met else 'NOT met'}")
+    for mode, reachable in summary["reachable"].items():
+        if not reachable:
+            print(f"  {mode}: its target is above the compute-only ceiling "
+                  f"({statistics.median(summary['vs_plain']['compute']):.2f}x plain): no loader can meet it here")
     report = {"setup": {"date": time.strftime("%Y-%m-%d"), "command": f"python benchmarks/step_overhead.py {given}".strip(),
                         "machine": args.machine or f"{args.device}, {os.cpu_count()} CPUs", "arch": args.arch,
                         "image_size": args.image_size, "batch_size": args.batch_size, "workers": args.workers,

@@ -33,8 +33,15 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin im
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The full embedded demo dataset (4,000 train / 1,000 val JPEGs), built once per test session."""
-    return prepare_demo(tmp_path_factory.mktemp("demo") / "mnist")
+    """The full embedded demo dataset (4,000 train / 1,000 val JPEGs), built once per test session: under
+    pytest-xdist the first worker writes it (7 s of CPU) where all workers' temporary folders are, and the others
+    wait for it and read it (tests never write into it; they copy what they damage)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with FileLock(str(shared / "demo.lock")):
+        return prepare_demo(shared / "demo" / "mnist")
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from cg_train.errors import ConfigError
 from cg_train.supervision import METHODS, Extras, check_method
 
 from conftest import (CPU_ENV, FAST, REPO, accelerate_command, accelerate_launch, assert_same_csvs,
-                      assert_same_up_to_rounding, read_csv, train)
+                      assert_same_up_to_rounding, make_subset, read_csv, train)
 from test_preemption import sigterm_after_rows, signal_group, wait_for_train_rows
 
 N, CLASSES, S_DIM, T_DIM, FEAT, K, B = 40, 4, 6, 5, 8, 12, 5
@@ -232,8 +232,9 @@ def test_crd_trains_on_two_processes_under_bf16_and_with_empty_shares(crd_teache
     import json
     import shutil
 
+    # 100 of the digits (batch 2: 50 steps), copied (not linked) before three are damaged
     broken = tmp_path / "broken"
-    shutil.copytree(mnist_small, broken)
+    shutil.copytree(make_subset(mnist_small, tmp_path / "hundred", 10, 5), broken)
     for digit in ("1", "4", "7"):
         next(iter(sorted((broken / "train" / digit).iterdir()))).write_bytes(b"not a JPEG")
     common = [*FAST, "--epochs", "1", "--sample-size", "10", "--teacher", str(crd_teacher), *CRD]

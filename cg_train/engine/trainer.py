@@ -87,6 +87,8 @@ class Trainer:
         self.stopped_by: list[str] = []  # set when a checkpoint is saved because of a stop signal
         self.state = TrainState()
         self.digest = label_digest(ctx)
+        # the resolved config, fixed from here on: converted once (OmegaConf takes ~50 ms), saved in every checkpoint
+        self.config_dict = to_dict(self.cfg)
 
     @property
     def progress(self) -> bool:
@@ -232,13 +234,14 @@ class Trainer:
         self.state.step = next_step
         self.stopped_by = signal_names(self.stop.received) or ["signal to another process"]
         self.save_checkpoint()
+        self.recorders.on_stopped(self.ctx)
         stop = TrainingInterrupted(list(self.stop.received), self.state.epoch, next_step,
                                    str(self.ctx.output_dir / checkpoint.LATEST))
         log.info("%s: continue with --resume", stop)
         raise stop
 
     def evaluate_all(self, epoch: int) -> None:
-        model = self.accelerator.unwrap_model(self.model)
+        model = self.ctx.unwrap(self.model)
         is_best = False
         loaders = dict(self.ctx.data.eval_loaders)
         for phase in self.recorders.extra_eval_phases(self.ctx, epoch):
@@ -269,7 +272,7 @@ class Trainer:
         ranks = self.ctx.gather(per_rank)
         return {
             "arch": self.cfg.model.arch,
-            "state_dict": self.accelerator.unwrap_model(self.model).state_dict(),
+            "state_dict": self.ctx.unwrap(self.model).state_dict(),
             "optimizer": None if sharded else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "train_state": asdict(self.state),
@@ -277,7 +280,7 @@ class Trainer:
             "best_acc1": self.state.best_acc1,
             "label_digest": self.digest,
             "ranks": ranks,
-            "config": to_dict(self.cfg),
+            "config": self.config_dict,
             "stopped_by": self.stopped_by,
             # fp16: the loss scale and its growth tracker decide which steps are skipped after a resume
             "grad_scaler": None if self.accelerator.scaler is None else self.accelerator.scaler.state_dict(),
@@ -322,7 +325,7 @@ class Trainer:
 
     def load_checkpoint(self, state: dict[str, Any], path: Any) -> None:
         self.check_resumable(state, path)
-        self.accelerator.unwrap_model(self.model).load_state_dict(state["state_dict"])
+        self.ctx.unwrap(self.model).load_state_dict(state["state_dict"])
         ranks = state["ranks"]
         if state["optimizer"] is None:  # ZeRO: every process picks its own part from the list
             self.optimizer.load_state_dict([r["optimizer"] for r in ranks])

@@ -99,6 +99,10 @@ class Recorders(Recorder):
         for rec in self.recorders.values():
             rec.on_fit_end(ctx)
 
+    def on_stopped(self, ctx: RunContext) -> None:
+        for rec in self.recorders.values():
+            rec.on_stopped(ctx)
+
     def state_dict(self) -> dict[str, Any]:
         return {name: rec.state_dict() for name, rec in self.recorders.items()}
 

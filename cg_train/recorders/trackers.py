@@ -73,6 +73,17 @@ def accelerator_kwargs(cfg: Any) -> dict[str, Any]:
     return {"log_with": names, "project_dir": str(Path(cfg.output.dir) / TENSORBOARD_DIR)} if names else {}
 
 
+def teardown_wandb() -> None:
+    """Flush and close wandb's service connection now (its exit hook then has nothing left to do); a service
+    that died of a stop signal (wandb#9963) is not an error here."""
+    try:
+        import wandb
+
+        wandb.teardown()
+    except Exception:
+        pass
+
+
 def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -213,12 +224,13 @@ class TrackerRecorder(Recorder):
         self.trackers.remove(tracker)
         self.accelerator.trackers.remove(tracker)  # end_training would finish it
         if tracker.name == "wandb":  # its exit hook would talk to the dead service again, with a traceback
-            try:
-                import wandb
+            teardown_wandb()
 
-                wandb.teardown()
-            except Exception:
-                pass
+    def on_stopped(self, ctx: RunContext) -> None:
+        """Stopped by a signal: wandb's service may have died of it with nothing logged since (so not dropped
+        above); tear it down here, where a dead one costs nothing, rather than in its exit hook's traceback."""
+        if any(tracker.name == "wandb" for tracker in self.trackers):
+            teardown_wandb()
 
     def write_state(self) -> None:
         """The tracker run ids, for people and scripts (the checkpoint holds them too)."""

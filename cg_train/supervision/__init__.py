@@ -385,7 +385,7 @@ class Supervision(Recorder):
     # ------------------------------------------------------------------ self-distillation teacher
     def on_train_epoch_end(self, ctx: RunContext, epoch: int) -> None:
         if self.method.teacher == "self":
-            self._set_self_teacher(copy.deepcopy(ctx.accelerator.unwrap_model(self.model)), epoch + 1)
+            self._set_self_teacher(copy.deepcopy(ctx.unwrap(self.model)), epoch + 1)
             if self.is_main:
                 from ..engine import checkpoint
 
@@ -475,7 +475,7 @@ class Supervision(Recorder):
                 if not path.is_file():
                     raise CgTrainError(f"--resume: the self-distillation teacher {path} of the checkpoint is "
                                        f"missing: resume in the output directory the run was written to")
-                model = copy.deepcopy(self.ctx.accelerator.unwrap_model(self.model))
+                model = copy.deepcopy(self.ctx.unwrap(self.model))
                 model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
                 self._set_self_teacher(model, epoch)
             elif self.is_main:
