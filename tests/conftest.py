@@ -50,6 +50,13 @@ def mnist_small(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return make_subset(demo_root, tmp_path_factory.mktemp("small") / "mnist", 30, 10)
 
 
+@pytest.fixture(scope="session")
+def mnist_150(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """150 train / 100 val of the same JPEGs (15 / 10 per class): 15 steps of 10 per epoch, enough for a stop
+    signal to land mid-epoch, for the multi-process runs that need no more."""
+    return make_subset(mnist_small, tmp_path_factory.mktemp("m150") / "mnist", 15, 10)
+
+
 @pytest.fixture
 def mnist_copy(mnist_small: Path, tmp_path: Path) -> Path:
     """A private copy of ``mnist_small`` that a test may damage."""

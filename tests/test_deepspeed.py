@@ -20,7 +20,7 @@ from test_preemption import wait_for_train_rows
 pytestmark = pytest.mark.xdist_group("deepspeed")  # one worker: the module fixture runs once
 pytest.importorskip("deepspeed", reason="DeepSpeed is the optional extra cg-train[deepspeed] (make test installs it)")
 
-# 300 samples, batch 10: 30 steps per epoch, so a signal lands mid-epoch
+# 150 samples (mnist_150), batch 10: 15 steps per epoch, so a signal lands mid-epoch
 ARGS = ["--epochs", "2", "--corrupt-fraction", "0.5", "--sample-size", "50", "--print-freq", "1",
         "--batch-size", "10", "--seed", "5"]
 ZERO2 = ["--deepspeed", str(REPO / "launch" / "deepspeed" / "zero2.json")]
@@ -41,16 +41,16 @@ def finish(proc: subprocess.Popen) -> str:
 
 
 @pytest.fixture(scope="module")
-def zero2_run(mnist_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def zero2_run(mnist_150: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("zero2") / "run"
-    finish(start(mnist_small, out))
+    finish(start(mnist_150, out))
     assert ENGINE in (out / "log.txt").read_text()
     return out
 
 
-def test_zero2_on_two_processes_matches_one_process(zero2_run: Path, mnist_small: Path, tmp_path: Path) -> None:
+def test_zero2_on_two_processes_matches_one_process(zero2_run: Path, mnist_150: Path, tmp_path: Path) -> None:
     single = tmp_path / "single"
-    assert train(mnist_small, single, *ARGS) == 0
+    assert train(mnist_150, single, *ARGS) == 0
     assert_same_up_to_rounding(single, zero2_run)
     ckpt = torch.load(zero2_run / "checkpoint.pth.tar", weights_only=False, map_location="cpu")
     assert ckpt["optimizer"] is None and len(ckpt["ranks"]) == 2  # each rank's ZeRO shard, kept per rank
@@ -71,9 +71,9 @@ def worker_pids(launcher: subprocess.Popen) -> list[int]:
     return found
 
 
-def test_zero2_sigterm_mid_epoch_resumes_exactly(zero2_run: Path, mnist_small: Path, tmp_path: Path) -> None:
+def test_zero2_sigterm_mid_epoch_resumes_exactly(zero2_run: Path, mnist_150: Path, tmp_path: Path) -> None:
     out = tmp_path / "stopped"
-    proc = start(mnist_small, out)
+    proc = start(mnist_150, out)
     wait_for_train_rows(out, epoch=0, rows=3, proc=proc)
     workers = worker_pids(proc)
     assert len(workers) == 2, workers
@@ -83,8 +83,8 @@ def test_zero2_sigterm_mid_epoch_resumes_exactly(zero2_run: Path, mnist_small: P
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode != 0 and "stopped by SIGTERM at epoch 0, step" in output, output[-4000:]
     state = torch.load(out / "checkpoint.pth.tar", weights_only=False, map_location="cpu")["train_state"]
-    assert state["epoch"] == 0 and 0 < state["step"] < 30, state
+    assert state["epoch"] == 0 and 0 < state["step"] < 15, state
     assert read_csv(out / "train.csv").step.tolist() == list(range(state["step"]))
 
-    finish(start(mnist_small, out, "--resume"))
+    finish(start(mnist_150, out, "--resume"))
     assert_same_csvs(zero2_run, out)
