@@ -11,6 +11,8 @@ STAMP  := $(VENV)/.cg-train-installed
 DS_STAMP := $(VENV)/.cg-train-deepspeed-installed
 SYS_STAMP := $(VENV)/.cg-train-system-packages
 PIP    := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
+# an earlier install's CUDA 12 DALI build goes before the CUDA 13 one comes (both are the nvidia.dali package)
+DROP_DALI_CUDA12 := $(PY) -m pip uninstall -y -q nvidia-dali-cuda120
 DEMO_DATA := data/demo-mnist
 DEMO_OUT  := runs/demo
 DEMO_PLOTS := runs/plots
@@ -26,7 +28,7 @@ $(TORCH_STAMP): constraints.txt | $(PY)
 	touch $@
 
 $(STAMP): pyproject.toml $(TORCH_STAMP)
-	$(PY) -m pip uninstall -y -q nvidia-dali-cuda120  # replaced by the CUDA 13 build (both are nvidia.dali)
+	$(DROP_DALI_CUDA12)
 	$(PIP) -e '.[dev,dali,trackers,mlflow]'
 	touch $(STAMP)
 
@@ -34,7 +36,7 @@ $(STAMP): pyproject.toml $(TORCH_STAMP)
 # installed with the demo's extras in one pip run (what `make install` has, too, so the stamp of that is set).
 # On a CPU-only machine DeepSpeed compiles its shared-memory collective on first use (~40 s); do it here, once.
 $(DS_STAMP): pyproject.toml $(TORCH_STAMP)
-	$(PY) -m pip uninstall -y -q nvidia-dali-cuda120
+	$(DROP_DALI_CUDA12)
 	DS_BUILD_OPS=0 $(PIP) -e '.[dev,dali,trackers,mlflow,deepspeed]'
 	$(PY) -c "from deepspeed.accelerator import get_accelerator as a; b = a().create_op_builder('ShareMemCommBuilder'); b and b.load()"
 	touch $(DS_STAMP) $(STAMP)

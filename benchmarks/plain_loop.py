@@ -9,8 +9,8 @@ Prints one JSON line: the images and seconds of each training pass, timed from
 as cg-train's ``epoch E: trained on N samples, ... S s`` line times it.
 
 ``--compute-only``: the same steps (as many batches of the same sizes) on one batch of
-random images held in memory, no loader at all: the ceiling that no loader, engine or
-plain, can beat on this machine.
+random images held in memory, no loader at all: what the plain loop's step costs without
+its loader (on a noisy machine a run with a loader can still come out above it).
 
     python benchmarks/plain_loop.py DATA_DIR --arch resnet18 --image-size 32 --batch-size 64 --workers 2
 """
