@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -360,6 +361,34 @@ print(json.dumps({"mib": used / 2**20}))
     if mib["shared"] > mib["separate"] * 1.05:
         raise Failed(detail)
     return detail
+
+
+@item("step-overhead")
+def step_overhead(ctx: Context) -> str:
+    """benchmarks/step_overhead.py in issue 24's setting (resnet18 at 32 px on the demo digits, batch 64,
+    2 workers) on the GPU, where the step is no longer compute-bound and the loader decides; 3 rounds
+    (1 with --quick); rows go to BENCHMARKS.md."""
+    ctx.needs_cg_train()
+    import torch
+
+    try:
+        import nvidia.dali  # noqa: F401
+        modes = "plain,compute,torchvision+paths,dali+paths"
+    except ImportError:
+        modes = "plain,compute,torchvision+paths"
+    report = ctx.work / "step-overhead.json"
+    command = [sys.executable, "benchmarks/step_overhead.py", "--device", "cuda", "--data", str(ctx.demo),
+               "--rounds", "1" if ctx.quick else "3", "--modes", modes, "--json", str(report),
+               "--machine", f"{torch.cuda.get_device_name()}, {os.cpu_count()} CPUs"]
+    if ctx.benchmarks is not None:
+        command += ["--append", str(ctx.benchmarks)]
+    result = subprocess.run(command, cwd=REPO, env=ctx.env(), capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        raise Failed(last_line(result.stderr))
+    summary = json.loads(report.read_text())["summary"]
+    ratios = ", ".join(f"{mode} {statistics.median(values):.2f}x" for mode, values in summary["vs_plain"].items())
+    targets = ", ".join(f"{name}: {'met' if met else 'NOT met'}" for name, met in summary["targets"].items())
+    return f"vs the plain loop (median): {ratios}; {targets}"
 
 
 @item("throughput")

@@ -82,7 +82,7 @@ def test_gpu_check_lists_items_and_refuses_unknown_ones() -> None:
     assert listed.returncode == 0
     items = listed.stdout.split()
     assert {"dali-decode", "train-torchvision-bf16", "train-dali-fp16", "channels-last-compile", "paths-cuda",
-            "deepspeed-zero2", "sync-debug", "dali-memory", "throughput"} <= set(items)
+            "deepspeed-zero2", "sync-debug", "dali-memory", "step-overhead", "throughput"} <= set(items)
     bad = gpu_check("--only", "no-such-item")
     assert bad.returncode == 2 and "unknown item 'no-such-item'" in bad.stderr
 
