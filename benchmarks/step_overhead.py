@@ -7,8 +7,9 @@ fresh processes in a rotating order so that load from other jobs hits every mode
 
 * ``plain``: ``benchmarks/plain_loop.py`` (ImageFolder + DataLoader + model + SGD, 70 lines);
 * ``compute``: the same loop with ``--compute-only`` (one in-memory batch, no loader): its ratio
-  to ``plain`` is the share of the plain loop's step its loader costs, what a faster loader can
-  win back (up to this machine's run-to-run noise);
+  to ``plain`` is the share of the plain loop's step its loader costs, what a faster loader alone can
+  win back (up to this machine's run-to-run noise); beyond it, only a cheaper step gains (on a CPU,
+  cg-train's ``--keep-freed-memory``: no page faults for each step's tensors);
 * ``torchvision`` / ``torchvision+paths``: ``cg-train`` with ``--loader torchvision``, without / with ``--paths``;
 * ``dali`` / ``dali+paths``: the same with ``--loader dali`` (CPU mode on a machine without a GPU).
 
@@ -201,9 +202,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     for name, met in summary["targets"].items():
         print(f"  target {name}: {'met' if met else 'NOT met'}")
     for mode, reachable in summary["reachable"].items():
-        if not reachable:
+        if not reachable:  # the rest has to come from the step itself (e.g. --keep-freed-memory on a CPU)
             print(f"  {mode}: its target is above the compute-only ratio ({summary['compute_ratio']:.2f}x plain): "
-                  "here the plain loop's loader is too small a share of its step for any loader to gain that much")
+                  "the plain loop's loader is too small a share of its step for a faster loader alone to gain that much")
     report = {"setup": {"date": time.strftime("%Y-%m-%d"), "command": f"python benchmarks/step_overhead.py {given}".strip(),
                         "machine": args.machine or f"{args.device}, {os.cpu_count()} CPUs", "arch": args.arch,
                         "image_size": args.image_size, "batch_size": args.batch_size, "workers": args.workers,
