@@ -22,7 +22,7 @@ INITIAL = "initial_state.pth.tar"
 #: Config keys a resumed run may change: they decide neither which samples a step sees nor the model's
 #: trajectory (docs/preemption.md lists them). ``train.epochs`` may grow too unless the schedule is cosine.
 MAY_CHANGE = ("data.dir", "data.workers", "data.dali_threads", "data.dali_prefetch", "data.listing_cache",
-              "speed.dali_readers",
+              "speed.dali_readers", "speed.keep_freed_memory",
               "train.print_freq", "train.progress", "train.cpu", "output.dir", "output.resume",
               "supervision.accept_weak_targets", "output.log_with", "output.tracker_project")
 
