@@ -204,7 +204,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     for mode, reachable in summary["reachable"].items():
         if not reachable:  # the rest has to come from the step itself (e.g. --keep-freed-memory on a CPU)
             print(f"  {mode}: its target is above the compute-only ratio ({summary['compute_ratio']:.2f}x plain): "
-                  "the plain loop's loader is too small a share of its step for a faster loader alone to gain that much")
+                  "the plain loop's loader is too small a share of its step for a faster loader alone to gain "
+                  "that much")
     report = {"setup": {"date": time.strftime("%Y-%m-%d"), "command": f"python benchmarks/step_overhead.py {given}".strip(),
                         "machine": args.machine or f"{args.device}, {os.cpu_count()} CPUs", "arch": args.arch,
                         "image_size": args.image_size, "batch_size": args.batch_size, "workers": args.workers,
