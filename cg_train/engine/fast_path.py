@@ -45,9 +45,9 @@ def keep_freed_memory() -> bool:
     step. glibc serves blocks above its mmap threshold (adaptive, at most 32 MiB) with fresh mappings
     and trims the top of its heap, so each step page-faults that memory in again: about 20,000 faults
     (80 MB) a step for resnet18 at 32 px, batch 64, about a tenth of the step on a 2-core VM.
-    Arithmetic is unchanged; the process keeps its peak memory. False where there is no glibc ``mallopt`` (macOS, musl) or it
-    refuses the value; the trim threshold is raised only after the mmap one (alone it would freeze
-    the mmap threshold at 128 KiB: more faults, not fewer).
+    Arithmetic is unchanged; the process keeps its peak memory. False where there is no glibc
+    ``mallopt`` (macOS, musl) or it refuses the value; the trim threshold is raised only after the
+    mmap one (alone it would freeze the mmap threshold at 128 KiB: more faults, not fewer).
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
