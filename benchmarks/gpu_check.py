@@ -19,7 +19,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -115,6 +115,21 @@ class Context:
             raise Failed(f"cg-train {' '.join(args[:3])}... exited {result.returncode}: "
                          f"{last_line(result.stderr)}")
         return result
+
+    def benchmark(self, script: str, report: str, args: list[str], passthrough: Sequence[str] = (),
+                  what: str = "") -> dict[str, Any]:
+        """Run ``benchmarks/<script>`` with ``args`` (its rows appended to ``--benchmarks``' file, if any, and
+        ``passthrough`` after ``--`` for its cg-train runs); its JSON report, written to ``<work>/<report>.json``."""
+        path = self.work / f"{report}.json"
+        command = [sys.executable, f"benchmarks/{script}", *args, "--json", str(path)]
+        if self.benchmarks is not None:
+            command += ["--append", str(self.benchmarks)]
+        if passthrough:
+            command += ["--", *passthrough]
+        result = subprocess.run(command, cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise Failed(f"{what}{last_line(result.stderr)}")
+        return json.loads(path.read_text())
 
     def train(self, name: str, *args: str) -> Path:
         out = self.work / name
@@ -376,16 +391,9 @@ def step_overhead(ctx: Context) -> str:
         modes = "plain,compute,torchvision+paths,dali+paths"
     except ImportError:
         modes = "plain,compute,torchvision+paths"
-    report = ctx.work / "step-overhead.json"
-    command = [sys.executable, "benchmarks/step_overhead.py", "--device", "cuda", "--data", str(ctx.demo),
-               "--rounds", "1" if ctx.quick else "3", "--modes", modes, "--json", str(report),
-               "--machine", f"{torch.cuda.get_device_name()}, {os.cpu_count()} CPUs"]
-    if ctx.benchmarks is not None:
-        command += ["--append", str(ctx.benchmarks)]
-    result = subprocess.run(command, cwd=REPO, env=ctx.env(), capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        raise Failed(last_line(result.stderr))
-    summary = json.loads(report.read_text())["summary"]
+    summary = ctx.benchmark("step_overhead.py", "step-overhead", [
+        "--device", "cuda", "--data", str(ctx.demo), "--rounds", "1" if ctx.quick else "3", "--modes", modes,
+        "--machine", f"{torch.cuda.get_device_name()}, {os.cpu_count()} CPUs"])["summary"]
     ratios = ", ".join(f"{mode} {statistics.median(values):.2f}x" for mode, values in summary["vs_plain"].items())
     targets = ", ".join(f"{name}: {'met' if met else 'NOT met'}" for name, met in summary["targets"].items())
     return f"vs the plain loop (median): {ratios}; {targets}"
@@ -405,18 +413,11 @@ def throughput(ctx: Context) -> str:
     name = torch.cuda.get_device_name()
     summaries = []
     for arch, extra in (("resnet18", []), ("resnet50", ["--no-paths"])):
-        report = ctx.work / f"throughput-{arch}.json"
-        command = [sys.executable, "benchmarks/throughput.py", "--arch", arch, "--loader", loader, "--device", "cuda",
-                   "--data", str(ctx.photos), "--image-size", "224", "--batch-size", "256",
-                   "--workers", str(min(16, os.cpu_count() or 1)), "--epochs", "2", "--json", str(report),
-                   "--machine", f"{name}, {os.cpu_count()} CPUs", *extra]
-        if ctx.benchmarks is not None:
-            command += ["--append", str(ctx.benchmarks)]
-        command += ["--", "--mixed-precision", "bf16", "--channels-last"]
-        result = subprocess.run(command, cwd=REPO, env=ctx.env(), capture_output=True, text=True, timeout=900)
-        if result.returncode != 0:
-            raise Failed(f"{arch}: {last_line(result.stderr)}")
-        data = json.loads(report.read_text())
+        data = ctx.benchmark("throughput.py", f"throughput-{arch}", [
+            "--arch", arch, "--loader", loader, "--device", "cuda", "--data", str(ctx.photos), "--image-size", "224",
+            "--batch-size", "256", "--workers", str(min(16, os.cpu_count() or 1)), "--epochs", "2",
+            "--machine", f"{name}, {os.cpu_count()} CPUs", *extra],
+            passthrough=["--mixed-precision", "bf16", "--channels-last"], what=f"{arch}: ")
         rates = ", ".join(f"{row['mode']} {row['img_s']:.0f}" for row in data["rows"])
         ratios = ", ".join(f"{k} {v:.3f}" for k, v in data["summary"].items())
         summaries.append(f"{arch} ({loader}): {rates} img/s; {ratios}")
