@@ -11,6 +11,9 @@ as cg-train's ``epoch E: trained on N samples, ... S s`` line times it.
 ``--compute-only``: the same steps (as many batches of the same sizes) on one batch of
 random images held in memory, no loader at all: what the plain loop's step costs without
 its loader (on a noisy machine a run with a loader can still come out above it).
+``--keep-freed-memory``: glibc keeps freed blocks for the next step, as cg-train does on a CPU by
+default (``cg_train.engine.fast_path.keep_freed_memory``); with ``--compute-only`` it is the bare
+step at its cheapest with the default kernels: no engine and no loader can train faster.
 
     python benchmarks/plain_loop.py DATA_DIR --arch resnet18 --image-size 32 --batch-size 64 --workers 2
 """
@@ -41,7 +44,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compute-only", action="store_true", help="no loader: one in-memory batch, reused")
+    parser.add_argument("--keep-freed-memory", action="store_true", help="malloc keeps freed blocks (as cg-train)")
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        from cg_train.engine.fast_path import keep_freed_memory
+
+        keep_freed_memory()
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     resize = round(args.image_size * 256 / 224)  # cg-train's default resize for a custom crop

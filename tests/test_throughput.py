@@ -2,6 +2,7 @@
 benchmark's output (never its timings) and gpu_check.sh's CPU side (argument handling, SKIPs)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -70,6 +71,32 @@ def test_throughput_smoke_output_is_well_formed(tmp_path: Path) -> None:
     assert text.startswith("# Benchmarks\n\nsome earlier section\n")  # nothing already there is lost
     rows = [line for line in text.splitlines() if line.startswith("| 20")]
     assert len(rows) == 3 and all(line.count("|") == 7 and "| CI |" in line for line in rows)
+
+
+def test_step_overhead_verdicts_bound_each_target_by_the_plain_loops_bare_step() -> None:
+    """step_overhead.py's verdicts from hand-made rounds (its arithmetic, not timings): ratios to the same
+    round's plain loop, --paths overheads, and whether a faster loader alone (``compute``) or anything that
+    keeps the kernels (``compute+reuse``, the bare step with its memory reused) can reach each target."""
+    spec = importlib.util.spec_from_file_location("step_overhead", REPO / "benchmarks" / "step_overhead.py")
+    step_overhead = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_overhead)
+    rounds = [{"plain": 100, "compute": 110, "compute+reuse": 125, "torchvision+paths": 105, "dali": 124,
+               "dali+paths": 122},
+              {"plain": 200, "compute": 230, "compute+reuse": 240, "torchvision+paths": 190, "dali": 250,
+               "dali+paths": 248},
+              {"plain": 100, "compute": 112, "compute+reuse": 128, "torchvision+paths": 102, "dali": 130,
+               "dali+paths": 127}]
+    summary = step_overhead.summarise(rounds, list(rounds[0]))
+    assert summary["vs_plain"]["dali+paths"] == pytest.approx([1.22, 1.24, 1.27])
+    assert summary["paths_overhead"] == {"dali+paths": pytest.approx([124 / 122 - 1, 250 / 248 - 1, 130 / 127 - 1])}
+    assert summary["compute_ratio"] == pytest.approx(1.12) and summary["ceiling_ratio"] == pytest.approx(1.25)
+    assert summary["targets"] == {"torchvision+paths >= 1.0x plain": True,  # median 1.02
+                                  "dali+paths >= 1.3x plain": False,  # median 1.24
+                                  "dali+paths: paths <= 2%": True}  # median 1.6 %
+    assert summary["reachable"] == {"torchvision+paths": True, "dali+paths": False}
+    assert summary["within_ceiling"] == {"torchvision+paths": True, "dali+paths": False}
+    without = step_overhead.summarise(rounds, ["plain", "dali+paths"])  # no bounds measured: no verdict on them
+    assert without["compute_ratio"] is None and without["reachable"] == without["within_ceiling"] == {}
 
 
 def gpu_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
